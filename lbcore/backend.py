@@ -1,0 +1,160 @@
+"""The backend SPI: a tiny protocol, and capabilities as data."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from typing import ClassVar, Protocol
+
+from lbcore.enums import ForwardMethod, Scheduler
+from lbcore.errors import Unsupported
+from lbcore.model import RealServer, VirtualService
+from lbcore.ops import (
+    AddRealServer,
+    AddService,
+    EditRealServer,
+    EditService,
+    Op,
+    SetSysctls,
+    SetTimeouts,
+)
+from lbcore.table import Table
+
+
+class Capability(str, enum.Enum):
+    """Something a backend can express. A backend lists what it has in ``capabilities``."""
+
+    SCHEDULER_RR = "scheduler-rr"
+    SCHEDULER_WRR = "scheduler-wrr"
+    SCHEDULER_LC = "scheduler-lc"
+    SCHEDULER_WLC = "scheduler-wlc"
+    SCHEDULER_SED = "scheduler-sed"
+    SCHEDULER_NQ = "scheduler-nq"
+    SCHEDULER_FO = "scheduler-fo"
+    SCHEDULER_OVF = "scheduler-ovf"
+    SCHEDULER_DH = "scheduler-dh"
+    SCHEDULER_SH = "scheduler-sh"
+    SCHEDULER_MH = "scheduler-mh"
+    SCHEDULER_LBLC = "scheduler-lblc"
+    SCHEDULER_LBLCR = "scheduler-lblcr"
+    SCHEDULER_TWOS = "scheduler-twos"
+    SCHEDULER_FLAGS = "scheduler-flags"
+    PROTOCOL_TCP = "protocol-tcp"
+    PROTOCOL_UDP = "protocol-udp"
+    PROTOCOL_SCTP = "protocol-sctp"
+    IPV6 = "ipv6"
+    FWMARK = "fwmark"
+    PERSISTENCE = "persistence"
+    PERSISTENCE_NETMASK = "persistence-netmask"
+    PERSISTENCE_ENGINE = "persistence-engine"
+    ONE_PACKET = "one-packet"
+    FORWARD_DR = "forward-dr"
+    FORWARD_NAT = "forward-nat"
+    FORWARD_TUNNEL = "forward-tunnel"
+    THRESHOLDS = "thresholds"
+    QUIESCE = "quiesce"  # weight 0
+    TIMEOUTS = "timeouts"
+    SYSCTLS = "sysctls"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def for_scheduler(cls, scheduler: Scheduler) -> Capability:
+        """The capability of one scheduler."""
+        return cls(f"scheduler-{scheduler.value}")
+
+
+class Backend(Protocol):
+    """What lbcore needs of a backend. The core decides; a backend only carries out."""
+
+    name: ClassVar[str]
+    capabilities: ClassVar[frozenset[Capability]]
+
+    def read(self) -> Table:
+        """Return the state lbcore owns, as the backend holds it now.
+
+        Not guaranteed: that it is still so when the caller acts on it (another program may
+        change the kernel in between; apply() then raises).
+        """
+        ...
+
+    def apply(self, ops: Sequence[Op]) -> None:
+        """Apply every op, or none.
+
+        Raises:
+            ServiceExists, ServiceNotFound, RealServerExists, RealServerNotFound:
+                the state moved since read(); nothing was changed.
+            BackendError: the backend failed; partial work was rolled back.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release what the backend holds (sockets, handles). Not guaranteed to be idempotent."""
+        ...
+
+
+def _service_needs(svc: VirtualService) -> set[Capability]:
+    needs = {Capability.for_scheduler(svc.scheduler)}
+    if svc.fwmark:
+        needs.add(Capability.FWMARK)
+    elif svc.protocol is not None:
+        needs.add(Capability(f"protocol-{svc.protocol.value}"))
+    if svc.family == 6:
+        needs.add(Capability.IPV6)
+    if svc.flags:
+        needs.add(Capability.SCHEDULER_FLAGS)
+    if svc.one_packet:
+        needs.add(Capability.ONE_PACKET)
+    if svc.persistence is not None:
+        needs.add(Capability.PERSISTENCE)
+        if svc.persistence.netmask is not None:
+            needs.add(Capability.PERSISTENCE_NETMASK)
+        if svc.persistence.engine is not None:
+            needs.add(Capability.PERSISTENCE_ENGINE)
+    return needs
+
+
+_FORWARD = {
+    ForwardMethod.DR: Capability.FORWARD_DR,
+    ForwardMethod.NAT: Capability.FORWARD_NAT,
+    ForwardMethod.TUNNEL: Capability.FORWARD_TUNNEL,
+}
+
+
+def _real_server_needs(rs: RealServer) -> set[Capability]:
+    needs = {_FORWARD[rs.forward]}
+    if rs.u_threshold or rs.l_threshold:
+        needs.add(Capability.THRESHOLDS)
+    if rs.weight == 0:
+        needs.add(Capability.QUIESCE)
+    if rs.address.version == 6:
+        needs.add(Capability.IPV6)
+    return needs
+
+
+def needs(op: Op) -> set[Capability]:
+    """The capabilities a backend must have to carry out ``op``."""
+    if isinstance(op, (AddService, EditService)):
+        return _service_needs(op.service)
+    if isinstance(op, (AddRealServer, EditRealServer)):
+        return _real_server_needs(op.real_server)
+    if isinstance(op, SetTimeouts):
+        return {Capability.TIMEOUTS}
+    if isinstance(op, SetSysctls):
+        return {Capability.SYSCTLS}
+    return set()
+
+
+def require(backend: Backend, op: Op) -> None:
+    """Refuse ``op`` before anything changes if ``backend`` cannot express it.
+
+    Raises:
+        Unsupported: naming the backend, the first missing capability (in a stable order) and the op.
+    """
+    missing = sorted(needs(op) - backend.capabilities)
+    if missing:
+        raise Unsupported(backend.name, missing[0], f"needed by {op}")
+
+
+ALL_CAPABILITIES = frozenset(Capability)

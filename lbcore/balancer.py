@@ -1,0 +1,188 @@
+"""Balancer: the user API. It validates, plans and checks; the backend only carries out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Union
+
+from lbcore.backend import Backend, require
+from lbcore.model import IPAddress, RealServer, ServiceKey, Sysctls, Timeouts, VirtualService
+from lbcore.ops import (
+    AddRealServer,
+    AddService,
+    DeleteRealServer,
+    DeleteService,
+    EditRealServer,
+    EditService,
+    Op,
+    SetSysctls,
+    SetTimeouts,
+    apply_ops,
+)
+from lbcore.plan import plan
+from lbcore.registry import open_backend
+from lbcore.table import Table
+
+Desired = Union[Table, Iterable[VirtualService]]
+ServiceRef = Union[VirtualService, ServiceKey]
+
+
+def _key(service: ServiceRef) -> ServiceKey:
+    return service.key if isinstance(service, VirtualService) else service
+
+
+class Balancer:
+    """Drive one backend: declare the desired state, or change it one ipvsadm verb at a time.
+
+    Every change, declarative or imperative, runs the same path: each op is checked against the
+    backend's capabilities (:class:`~lbcore.errors.Unsupported`) and against the current table
+    (:func:`~lbcore.ops.apply_op`) before the backend sees any of them.
+
+    Args:
+        backend: a backend object, or the name of one ("sim", "ipvs", "iptables").
+        **options: passed to the backend when it is given by name.
+
+    .. versionadded:: 0.1
+    """
+
+    def __init__(self, backend: Backend | str = "sim", **options: Any) -> None:
+        self.backend: Backend = open_backend(backend, **options) if isinstance(backend, str) else backend
+
+    def read(self) -> Table:
+        """The state lbcore owns in the backend now."""
+        return self.backend.read()
+
+    def plan(self, desired: Desired) -> list[Op]:
+        """The ops that would make the backend hold ``desired``; nothing is changed.
+
+        Raises:
+            InvalidField: ``desired`` holds something that is not a VirtualService.
+        """
+        return plan(self.read(), _as_table(desired))
+
+    def check(self, ops: Sequence[Op]) -> Table:
+        """Check ``ops`` against the backend's capabilities and current table; change nothing.
+
+        Returns:
+            The table the backend would hold after them.
+
+        Raises:
+            Unsupported: the backend cannot express an op.
+            ServiceExists, ServiceNotFound, RealServerExists, RealServerNotFound, InvalidField:
+                an op does not fit the current table.
+        """
+        for op in ops:
+            require(self.backend, op)
+        return apply_ops(self.read(), ops)
+
+    def execute(self, ops: Sequence[Op]) -> None:
+        """Check ``ops``, then have the backend apply them all, or none.
+
+        Raises:
+            The errors of :meth:`check`, before anything changed; BackendError from the backend.
+        """
+        ops = list(ops)
+        self.check(ops)
+        if ops:
+            self.backend.apply(ops)
+
+    def apply(self, desired: Desired) -> list[Op]:
+        """Make the backend hold ``desired`` with the fewest ops, and return them.
+
+        Raises:
+            The errors of :meth:`execute`.
+        """
+        ops = self.plan(desired)
+        self.execute(ops)
+        return ops
+
+    # -- ipvsadm's verbs ----------------------------------------------------------------------
+
+    def add_service(self, service: VirtualService) -> None:
+        """Add ``service`` and its real servers (ipvsadm -A, then -a for each).
+
+        Raises:
+            ServiceExists, Unsupported, BackendError.
+        """
+        self.execute(
+            [AddService(service.settings)]
+            + [AddRealServer(service.key, rs) for rs in service.real_servers]
+        )
+
+    def edit_service(self, service: VirtualService) -> None:
+        """Replace a service's settings (ipvsadm -E); its real servers are left as they are.
+
+        Raises:
+            ServiceNotFound, Unsupported, BackendError.
+        """
+        self.execute([EditService(service.settings)])
+
+    def delete_service(self, service: ServiceRef) -> None:
+        """Delete a service and its real servers (ipvsadm -D).
+
+        Raises:
+            ServiceNotFound, BackendError.
+        """
+        self.execute([DeleteService(_key(service))])
+
+    def add_real_server(self, service: ServiceRef, real_server: RealServer) -> None:
+        """Add a real server (ipvsadm -a).
+
+        Raises:
+            ServiceNotFound, RealServerExists, InvalidField, Unsupported, BackendError.
+        """
+        self.execute([AddRealServer(_key(service), real_server)])
+
+    def edit_real_server(self, service: ServiceRef, real_server: RealServer) -> None:
+        """Replace a real server's settings (ipvsadm -e).
+
+        Raises:
+            ServiceNotFound, RealServerNotFound, InvalidField, Unsupported, BackendError.
+        """
+        self.execute([EditRealServer(_key(service), real_server)])
+
+    def delete_real_server(self, service: ServiceRef, address: IPAddress, port: int) -> None:
+        """Delete a real server (ipvsadm -d).
+
+        Raises:
+            ServiceNotFound, RealServerNotFound, BackendError.
+        """
+        self.execute([DeleteRealServer(_key(service), address, port)])
+
+    def set_timeouts(self, timeouts: Timeouts) -> None:
+        """Set the tcp, tcpfin and udp timeouts (ipvsadm --set).
+
+        Raises:
+            Unsupported, BackendError.
+        """
+        self.execute([SetTimeouts(timeouts)])
+
+    def set_sysctls(self, sysctls: Sysctls) -> None:
+        """Set the IPVS sysctls.
+
+        Raises:
+            Unsupported, BackendError.
+        """
+        self.execute([SetSysctls(sysctls)])
+
+    def close(self) -> None:
+        """Close the backend."""
+        self.backend.close()
+
+    def __enter__(self) -> Balancer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _as_table(desired: Desired) -> Table:
+    if isinstance(desired, Table):
+        return desired
+    services = list(desired)
+    for svc in services:
+        if not isinstance(svc, VirtualService):
+            from lbcore.errors import InvalidField
+
+            raise InvalidField("Balancer", "desired", svc, "is not a VirtualService")
+    return Table(services)

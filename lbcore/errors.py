@@ -1,0 +1,120 @@
+"""The exception tree of lbcore.
+
+Every error lbcore raises is an :class:`LBError`::
+
+    LBError
+      InvalidField(LBError, ValueError)     .owner .field .value .reason
+        ParseError                          a foreign format (ipvsadm line, trace) is malformed
+      Conflict
+        ServiceExists
+        RealServerExists
+      NotFound(LBError, LookupError)
+        ServiceNotFound
+        RealServerNotFound
+      Unsupported                           .backend .capability .reason
+      NotOwned                              the kernel object is not lbcore's to touch
+      BackendError                          .backend .op; the original error as __cause__
+        BackendUnavailable                  missing package, no CAP_NET_ADMIN, no ip_vs
+
+Messages name the field and the value, e.g.
+``VirtualService.port: 70000 is not a port (1..65535)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class LBError(Exception):
+    """Base class of every error lbcore raises."""
+
+
+class InvalidField(LBError, ValueError):
+    """A field has a value that lbcore (or the kernel) refuses.
+
+    Attributes:
+        owner: the class or format the field belongs to, e.g. ``"VirtualService"``.
+        field: the field's name, e.g. ``"port"``.
+        value: the refused value.
+        reason: why it is refused, e.g. ``"is not a port (1..65535)"``.
+    """
+
+    def __init__(self, owner: str, field: str, value: Any, reason: str) -> None:
+        self.owner = owner
+        self.field = field
+        self.value = value
+        self.reason = reason
+        super().__init__(f"{owner}.{field}: {value!r} {reason}")
+
+
+class ParseError(InvalidField):
+    """A line of a foreign format (ipvsadm rules, a trace) cannot be read.
+
+    ``owner`` names the format and line (``"ipvsadm line 3"``), ``field`` the option or token.
+    """
+
+
+class Conflict(LBError):
+    """The change would create something that already exists."""
+
+
+class ServiceExists(Conflict):
+    """A virtual service with this identity exists already."""
+
+
+class RealServerExists(Conflict):
+    """The virtual service already has a real server with this address and port."""
+
+
+class NotFound(LBError, LookupError):
+    """The change refers to something that does not exist."""
+
+
+class ServiceNotFound(NotFound):
+    """No virtual service has this identity."""
+
+
+class RealServerNotFound(NotFound):
+    """The virtual service has no real server with this address and port."""
+
+
+class Unsupported(LBError):
+    """A backend cannot express the request; nothing was changed.
+
+    Attributes:
+        backend: the backend's name, e.g. ``"iptables"``.
+        capability: the capability it lacks.
+        reason: why, in the operator's words.
+    """
+
+    def __init__(self, backend: str, capability: object, reason: str) -> None:
+        self.backend = backend
+        self.capability = capability
+        self.reason = reason
+        super().__init__(f"backend {backend!r} does not support {capability}: {reason}")
+
+
+class NotOwned(LBError):
+    """The object exists in the kernel but belongs to someone else; lbcore leaves it alone."""
+
+
+class BackendError(LBError):
+    """The backend failed while carrying out an op; the original error is ``__cause__``.
+
+    Attributes:
+        backend: the backend's name.
+        op: the op that failed, or None.
+        errno: the kernel's errno, when there is one.
+    """
+
+    def __init__(
+        self, backend: str, message: str, op: object = None, errno: int | None = None
+    ) -> None:
+        self.backend = backend
+        self.op = op
+        self.errno = errno
+        super().__init__(f"{backend}: {message}")
+
+
+class BackendUnavailable(BackendError):
+    """The backend cannot be used here: a package, a privilege or a kernel module is missing."""

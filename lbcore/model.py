@@ -1,0 +1,472 @@
+"""The model: attrs value objects, validated on construction.
+
+Validation of one field lives in its validator, of several fields of one object in that object's
+``_check``; checks across objects and state live in :func:`lbcore.ops.apply_op`. Every refusal is an
+:class:`~lbcore.errors.InvalidField` naming the class, the field and the value.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterable
+from typing import Any, Union
+
+import attrs
+
+from lbcore.enums import (
+    ForwardMethod,
+    PersistenceEngine,
+    Protocol,
+    Scheduler,
+    SchedulerFlag,
+    TunnelChecksum,
+    TunnelType,
+)
+from lbcore.errors import InvalidField
+
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+
+INT_MAX = 2**31 - 1
+U32_MAX = 2**32 - 1
+#: ipvsadm's -p range: 1 s .. 31 days.
+PERSISTENCE_TIMEOUT_MAX = 2678400
+#: ipvsadm's -p without a value (IPVS_SVC_PERSISTENT_TIMEOUT, 6 minutes).
+DEFAULT_PERSISTENCE_TIMEOUT = 360
+
+
+# -- field helpers ---------------------------------------------------------------------------------
+
+
+def _refuse(inst: object, attribute: attrs.Attribute[Any], value: object, reason: str) -> None:
+    raise InvalidField(type(inst).__name__, attribute.name, value, reason)
+
+
+def _as_address(value: object) -> object:
+    """Convert text to an address; leave anything else for the validator to name."""
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        try:
+            return ipaddress.ip_address(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _as_enum(enum_type: type[Any]) -> Callable[[object], object]:
+    def convert(value: object) -> object:
+        try:
+            return enum_type(value)
+        except ValueError:
+            return value
+
+    return convert
+
+
+def _address(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+        _refuse(inst, attribute, value, "is not an IPv4 or IPv6 address")
+    elif value.is_multicast or value.is_unspecified:
+        _refuse(inst, attribute, value, "is not a unicast address")
+
+
+def _member_of(enum_type: type[Any]) -> Callable[[object, attrs.Attribute[Any], object], None]:
+    names = ", ".join(m.value for m in enum_type)
+
+    def check(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if not isinstance(value, enum_type):
+            _refuse(inst, attribute, value, f"is not one of: {names}")
+
+    return check
+
+
+def _int_in(lo: int, hi: int, what: str) -> Callable[[object, attrs.Attribute[Any], object], None]:
+    def check(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            _refuse(inst, attribute, value, f"is not {what} ({lo}..{hi})")
+
+    return check
+
+
+def _bool(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, bool):
+        _refuse(inst, attribute, value, "is not a bool")
+
+
+_port = _int_in(0, 65535, "a port")
+
+
+def format_endpoint(address: IPAddress, port: int) -> str:
+    """``10.0.0.1:80`` or ``[2001:db8::1]:80``, as ipvsadm prints them."""
+    return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
+
+
+# -- the model -------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Tunnel:
+    """Encapsulation of a tunnel-mode real server (ipvsadm --tun-type, --tun-port, --tun-*csum).
+
+    .. versionadded:: 0.1
+    """
+
+    type: TunnelType = attrs.field(
+        default=TunnelType.IPIP, converter=_as_enum(TunnelType), validator=_member_of(TunnelType)
+    )
+    port: int = attrs.field(default=0, validator=_port)
+    checksum: TunnelChecksum = attrs.field(
+        default=TunnelChecksum.NOCSUM,
+        converter=_as_enum(TunnelChecksum),
+        validator=_member_of(TunnelChecksum),
+    )
+
+    def __attrs_post_init__(self) -> None:
+        fields = attrs.fields(Tunnel)
+        if self.type is TunnelType.GUE and self.port == 0:
+            _refuse(self, fields.port, self.port, "must be set for a GUE tunnel (1..65535)")
+        if self.type is not TunnelType.GUE and self.port != 0:
+            _refuse(self, fields.port, self.port, f"is only for GUE tunnels, not {self.type}")
+        if self.type is TunnelType.IPIP and self.checksum is not TunnelChecksum.NOCSUM:
+            _refuse(self, fields.checksum, self.checksum, "is only for GUE and GRE tunnels")
+        if self.type is TunnelType.GRE and self.checksum is TunnelChecksum.REMCSUM:
+            _refuse(self, fields.checksum, self.checksum, "is only for GUE tunnels")
+
+
+@attrs.frozen
+class RealServer:
+    """A real server of a virtual service (ipvsadm -a/-e ... -r).
+
+    Args:
+        address: the real server's address.
+        port: its port; DR and tunnel real servers must use the virtual port. 0 for a firewall-mark
+            service keeps the packet's own port.
+        weight: 0 (quiesced) .. 2147483647.
+        forward: DR, NAT or TUNNEL.
+        u_threshold: upper connection threshold (0: none); reaching it sets the overload flag.
+        l_threshold: lower connection threshold (0: 3/4 of the upper one).
+        tunnel: encapsulation, for TUNNEL only (default IP-in-IP).
+
+    .. versionadded:: 0.1
+    """
+
+    address: IPAddress = attrs.field(converter=_as_address, validator=_address)
+    port: int = attrs.field(validator=_port)
+    weight: int = attrs.field(default=1, validator=_int_in(0, INT_MAX, "a weight"))
+    forward: ForwardMethod = attrs.field(
+        default=ForwardMethod.DR,
+        converter=_as_enum(ForwardMethod),
+        validator=_member_of(ForwardMethod),
+    )
+    u_threshold: int = attrs.field(default=0, validator=_int_in(0, INT_MAX, "a threshold"))
+    l_threshold: int = attrs.field(default=0, validator=_int_in(0, INT_MAX, "a threshold"))
+    tunnel: Tunnel | None = attrs.field(default=None)
+
+    def __attrs_post_init__(self) -> None:
+        fields = attrs.fields(RealServer)
+        if self.l_threshold > self.u_threshold:
+            # The kernel refuses l > u with ERANGE even when u is 0.
+            _refuse(
+                self,
+                fields.l_threshold,
+                self.l_threshold,
+                f"is above u_threshold {self.u_threshold}",
+            )
+        if self.tunnel is not None:
+            if not isinstance(self.tunnel, Tunnel):
+                _refuse(self, fields.tunnel, self.tunnel, "is not a Tunnel")
+            if self.forward is not ForwardMethod.TUNNEL:
+                _refuse(self, fields.tunnel, self.tunnel, f"is only for tunnel, not {self.forward}")
+        elif self.forward is ForwardMethod.TUNNEL:
+            object.__setattr__(self, "tunnel", Tunnel())
+
+    @property
+    def key(self) -> tuple[IPAddress, int]:
+        """The identity of a real server within its service: (address, port)."""
+        return (self.address, self.port)
+
+    @property
+    def endpoint(self) -> str:
+        """``address:port`` as ipvsadm prints it."""
+        return format_endpoint(self.address, self.port)
+
+
+def _as_netmask(value: object) -> object:
+    if isinstance(value, str) and not value.isdigit():
+        try:
+            return ipaddress.IPv4Address(value)
+        except ValueError:
+            return value
+    if isinstance(value, str):
+        return int(value)
+    return value
+
+
+def _netmask(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None or isinstance(value, ipaddress.IPv4Address):
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 128:
+        _refuse(inst, attribute, value, "is not an IPv4 netmask or an IPv6 prefix length (1..128)")
+
+
+@attrs.frozen
+class Persistence:
+    """Source-IP persistence of a virtual service (ipvsadm -p, -M, --pe).
+
+    Args:
+        timeout: seconds a client's template lives after its last new connection (1..2678400).
+        netmask: clients within one network share a template: an IPv4 mask
+            (``"255.255.255.0"``) for IPv4 services, a prefix length (64) for IPv6 ones.
+            None means one template per client address.
+        engine: a persistence engine (``"sip"``), or None.
+
+    .. versionadded:: 0.1
+    """
+
+    timeout: int = attrs.field(
+        default=DEFAULT_PERSISTENCE_TIMEOUT,
+        validator=_int_in(1, PERSISTENCE_TIMEOUT_MAX, "a persistence timeout in seconds"),
+    )
+    netmask: ipaddress.IPv4Address | int | None = attrs.field(
+        default=None, converter=_as_netmask, validator=_netmask
+    )
+    engine: PersistenceEngine | None = attrs.field(
+        default=None,
+        converter=attrs.converters.optional(_as_enum(PersistenceEngine)),
+        validator=attrs.validators.optional(_member_of(PersistenceEngine)),
+    )
+
+    def prefix(self, family: int) -> ipaddress.IPv4Address | int:
+        """The netmask as the kernel stores it for ``family``: a mask (IPv4) or a length (IPv6)."""
+        if self.netmask is not None:
+            return self.netmask
+        return ipaddress.IPv4Address("255.255.255.255") if family == 4 else 128
+
+
+@attrs.frozen
+class ServiceKey:
+    """The identity of a virtual service: (protocol, address, port) or (family, fwmark)."""
+
+    family: int
+    protocol: Protocol | None
+    address: IPAddress | None
+    port: int
+    fwmark: int
+
+    def __str__(self) -> str:
+        return self.ipvsadm
+
+    @property
+    def ipvsadm(self) -> str:
+        """The service as ipvsadm names it: ``-t 10.0.0.1:80``, ``-f 1``, ``-f 1 -6``."""
+        if self.fwmark:
+            return f"-f {self.fwmark}" + (" -6" if self.family == 6 else "")
+        assert self.protocol is not None and self.address is not None
+        option = {Protocol.TCP: "-t", Protocol.UDP: "-u", Protocol.SCTP: "--sctp-service"}
+        return f"{option[self.protocol]} {format_endpoint(self.address, self.port)}"
+
+
+def _as_flags(value: object) -> object:
+    if isinstance(value, (str, SchedulerFlag)):
+        value = (value,)
+    if isinstance(value, Iterable):
+        items = list(value)
+        converted = [_as_enum(SchedulerFlag)(v) for v in items]
+        if all(isinstance(v, SchedulerFlag) for v in converted):
+            return frozenset(converted)
+    return value
+
+
+def _flags(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, frozenset):
+        names = ", ".join(m.value for m in SchedulerFlag)
+        _refuse(inst, attribute, value, f"are not scheduler flags ({names})")
+
+
+def _as_real_servers(value: object) -> object:
+    if isinstance(value, Iterable) and not isinstance(value, (str, bytes)):
+        return tuple(value)
+    return value
+
+
+@attrs.frozen
+class VirtualService:
+    """A layer-4 virtual service: by protocol, address and port, or by firewall mark.
+
+    Args:
+        protocol: tcp, udp or sctp; None for a firewall-mark service.
+        address: the virtual IP; None for a firewall-mark service.
+        port: the virtual port; 0 (every port) only with persistence, and always 0 for fwmark.
+        fwmark: the firewall mark (1..4294967295) of a fwmark service, else None.
+        family: 4 or 6. Derived from ``address``; give it for an IPv6 fwmark service.
+        scheduler: the kernel scheduler's name (default wlc, as ipvsadm's).
+        flags: scheduler flags (sh-fallback, sh-port for sh; mh-fallback, mh-port for mh).
+        persistence: source-IP persistence, or None.
+        one_packet: schedule every UDP datagram on its own (ipvsadm -o).
+        real_servers: the real servers, in the order they are added.
+
+    Raises:
+        InvalidField: a field, or a combination of fields, the kernel or ipvsadm refuses.
+
+    .. versionadded:: 0.1
+    """
+
+    protocol: Protocol | None = attrs.field(
+        default=None,
+        converter=attrs.converters.optional(_as_enum(Protocol)),
+        validator=attrs.validators.optional(_member_of(Protocol)),
+    )
+    address: IPAddress | None = attrs.field(
+        default=None, converter=_as_address, validator=attrs.validators.optional(_address)
+    )
+    port: int = attrs.field(default=0, validator=_port)
+    fwmark: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_int_in(1, U32_MAX, "a firewall mark"))
+    )
+    family: int = attrs.field(default=0, kw_only=True)
+    scheduler: Scheduler = attrs.field(
+        default=Scheduler.WLC,
+        converter=_as_enum(Scheduler),
+        validator=_member_of(Scheduler),
+        kw_only=True,
+    )
+    flags: frozenset[SchedulerFlag] = attrs.field(
+        factory=frozenset, converter=_as_flags, validator=_flags, kw_only=True
+    )
+    persistence: Persistence | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(attrs.validators.instance_of(Persistence)),
+        kw_only=True,
+    )
+    one_packet: bool = attrs.field(default=False, validator=_bool, kw_only=True)
+    real_servers: tuple[RealServer, ...] = attrs.field(
+        default=(), converter=_as_real_servers, kw_only=True
+    )
+
+    def __attrs_post_init__(self) -> None:
+        fields = attrs.fields(VirtualService)
+        if self.fwmark is None:
+            if self.protocol is None:
+                _refuse(self, fields.protocol, None, "must be set unless fwmark is")
+            if self.address is None:
+                _refuse(self, fields.address, None, "must be set unless fwmark is")
+            assert self.address is not None
+            if self.family not in (0, self.address.version):
+                _refuse(self, fields.family, self.family, f"does not match {self.address}")
+            object.__setattr__(self, "family", self.address.version)
+            if self.port == 0 and self.persistence is None:
+                _refuse(self, fields.port, 0, "is only allowed with persistence")
+        else:
+            if self.protocol is not None:
+                _refuse(self, fields.protocol, self.protocol, "must be None for a fwmark service")
+            if self.address is not None:
+                _refuse(self, fields.address, self.address, "must be None for a fwmark service")
+            if self.port != 0:
+                _refuse(self, fields.port, self.port, "must be 0 for a fwmark service")
+            if self.family not in (0, 4, 6):
+                _refuse(self, fields.family, self.family, "is not 4 or 6")
+            object.__setattr__(self, "family", self.family or 4)
+        for flag in self.flags:
+            if flag.scheduler is not self.scheduler:
+                _refuse(self, fields.flags, flag.value, f"is not a flag of scheduler {self.scheduler}")
+        if self.one_packet and self.protocol not in (None, Protocol.UDP):
+            _refuse(self, fields.one_packet, True, f"is only for udp or fwmark, not {self.protocol}")
+        if self.persistence is not None:
+            netmask = self.persistence.netmask
+            if self.family == 4 and isinstance(netmask, int):
+                _refuse(self, fields.persistence, netmask, "is a prefix length: IPv4 takes a mask")
+            if self.family == 6 and isinstance(netmask, ipaddress.IPv4Address):
+                _refuse(self, fields.persistence, netmask, "is an IPv4 mask: IPv6 takes a length")
+        seen: set[tuple[IPAddress, int]] = set()
+        for rs in self.real_servers:
+            if not isinstance(rs, RealServer):
+                _refuse(self, fields.real_servers, rs, "is not a RealServer")
+            self.check_real_server(rs)
+            if rs.key in seen:
+                _refuse(self, fields.real_servers, rs.endpoint, "appears twice")
+            seen.add(rs.key)
+
+    def check_real_server(self, rs: RealServer) -> None:
+        """Refuse a real server this service cannot have.
+
+        Raises:
+            InvalidField: the real server's family or port does not fit this service.
+        """
+        fields = attrs.fields(RealServer)
+        if rs.address.version != self.family and rs.forward is not ForwardMethod.TUNNEL:
+            # The kernel mixes families only for tunnels (IPVS_DEST_ATTR_ADDR_FAMILY).
+            _refuse(
+                rs, fields.address, rs.address, f"is IPv{rs.address.version} under an IPv"
+                f"{self.family} {rs.forward} service {self.key} (only tunnel mixes families)"
+            )
+        if self.fwmark is None and rs.forward is not ForwardMethod.NAT and rs.port != self.port:
+            _refuse(
+                rs, fields.port, rs.port,
+                f"differs from the virtual port {self.port}: {rs.forward} cannot change ports",
+            )
+
+    @property
+    def key(self) -> ServiceKey:
+        """The service's identity."""
+        return ServiceKey(self.family, self.protocol, self.address, self.port, self.fwmark or 0)
+
+    @property
+    def settings(self) -> VirtualService:
+        """This service without its real servers: what add_service and edit_service carry."""
+        return attrs.evolve(self, real_servers=())
+
+    def real_server(self, address: object, port: int) -> RealServer | None:
+        """The real server with this address and port, or None."""
+        key = (_as_address(address), port)
+        return next((rs for rs in self.real_servers if rs.key == key), None)
+
+
+def _timeout(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    # The kernel takes 1 .. INT_MAX/HZ; HZ is 250 on Debian's kernels.
+    _int_in(1, INT_MAX // 250, "a timeout in seconds")(inst, attribute, value)
+
+
+@attrs.frozen
+class Timeouts:
+    """The global connection timeouts (ipvsadm --set tcp tcpfin udp).
+
+    .. versionadded:: 0.1
+    """
+
+    tcp: int = attrs.field(default=900, validator=_timeout)
+    tcpfin: int = attrs.field(default=120, validator=_timeout)
+    udp: int = attrs.field(default=300, validator=_timeout)
+
+
+@attrs.frozen
+class Sysctls:
+    """The IPVS sysctls (net.ipv4.vs.*) that change which real server a connection reaches.
+
+    .. versionadded:: 0.1
+    """
+
+    expire_nodest_conn: bool = attrs.field(default=False, validator=_bool)
+    expire_quiescent_template: bool = attrs.field(default=False, validator=_bool)
+    conn_reuse_mode: int = attrs.field(default=1, validator=_int_in(0, 3, "a conn_reuse_mode"))
+    sloppy_tcp: bool = attrs.field(default=False, validator=_bool)
+    sloppy_sctp: bool = attrs.field(default=False, validator=_bool)
+    lblc_expiration: int = attrs.field(default=86400, validator=_int_in(1, INT_MAX, "seconds"))
+    lblcr_expiration: int = attrs.field(default=86400, validator=_int_in(1, INT_MAX, "seconds"))
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The sysctl names lbcore models."""
+        return tuple(f.name for f in attrs.fields(cls))
+
+    def with_value(self, name: str, value: object) -> Sysctls:
+        """A copy with one sysctl set from its text or Python value.
+
+        Raises:
+            InvalidField: the name is not a modelled sysctl, or the value does not fit it.
+        """
+        if name not in self.names():
+            raise InvalidField("Sysctls", name, value, f"is not a modelled sysctl ({', '.join(self.names())})")
+        current = getattr(self, name)
+        if isinstance(current, bool) and isinstance(value, (str, int)) and str(value) in ("0", "1"):
+            value = str(value) == "1"
+        elif isinstance(value, str) and value.lstrip("-").isdigit():
+            value = int(value)
+        return attrs.evolve(self, **{name: value})

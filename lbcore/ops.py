@@ -1,0 +1,231 @@
+"""Op classes and ``apply_op(table, op)``: the one transition function of every backend.
+
+Each op is one kernel-sized change, named with ipvsadm's verbs. ``apply_op`` checks its
+preconditions against the current :class:`~lbcore.table.Table` and returns the next one; a
+backend carries out only ops that passed it, so every backend refuses the same mistakes with the
+same errors.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from typing import ClassVar, Union
+
+import attrs
+
+from lbcore.errors import (
+    InvalidField,
+    RealServerExists,
+    RealServerNotFound,
+    ServiceExists,
+    ServiceNotFound,
+)
+from lbcore.model import IPAddress, RealServer, ServiceKey, Sysctls, Timeouts, VirtualService
+from lbcore.table import Table
+
+
+class OpKind(enum.Enum):
+    """What an op does; backends map kernel errors by (kind, errno)."""
+
+    ADD_SERVICE = "add_service"
+    EDIT_SERVICE = "edit_service"
+    DELETE_SERVICE = "delete_service"
+    ADD_REAL_SERVER = "add_real_server"
+    EDIT_REAL_SERVER = "edit_real_server"
+    DELETE_REAL_SERVER = "delete_real_server"
+    SET_TIMEOUTS = "set_timeouts"
+    SET_SYSCTLS = "set_sysctls"
+
+
+def _settings_only(inst: object, attribute: attrs.Attribute[VirtualService], value: object) -> None:
+    if not isinstance(value, VirtualService):
+        raise InvalidField(type(inst).__name__, attribute.name, value, "is not a VirtualService")
+    if value.real_servers:
+        raise InvalidField(
+            type(inst).__name__, attribute.name, str(value.key),
+            "carries real servers: add them with AddRealServer ops",
+        )
+
+
+@attrs.frozen
+class AddService:
+    """Create a virtual service with no real servers (ipvsadm -A)."""
+
+    kind: ClassVar[OpKind] = OpKind.ADD_SERVICE
+    service: VirtualService = attrs.field(validator=_settings_only)
+
+    def __str__(self) -> str:
+        return f"add_service {self.service.key}"
+
+
+@attrs.frozen
+class EditService:
+    """Replace a virtual service's settings, keeping its real servers (ipvsadm -E)."""
+
+    kind: ClassVar[OpKind] = OpKind.EDIT_SERVICE
+    service: VirtualService = attrs.field(validator=_settings_only)
+
+    def __str__(self) -> str:
+        return f"edit_service {self.service.key}"
+
+
+@attrs.frozen
+class DeleteService:
+    """Delete a virtual service and its real servers (ipvsadm -D)."""
+
+    kind: ClassVar[OpKind] = OpKind.DELETE_SERVICE
+    key: ServiceKey
+
+    def __str__(self) -> str:
+        return f"delete_service {self.key}"
+
+
+@attrs.frozen
+class AddRealServer:
+    """Add a real server to a virtual service (ipvsadm -a)."""
+
+    kind: ClassVar[OpKind] = OpKind.ADD_REAL_SERVER
+    key: ServiceKey
+    real_server: RealServer
+
+    def __str__(self) -> str:
+        return f"add_real_server {self.key} {self.real_server.endpoint}"
+
+
+@attrs.frozen
+class EditRealServer:
+    """Replace a real server's settings (ipvsadm -e)."""
+
+    kind: ClassVar[OpKind] = OpKind.EDIT_REAL_SERVER
+    key: ServiceKey
+    real_server: RealServer
+
+    def __str__(self) -> str:
+        return f"edit_real_server {self.key} {self.real_server.endpoint}"
+
+
+@attrs.frozen
+class DeleteRealServer:
+    """Delete a real server from a virtual service (ipvsadm -d)."""
+
+    kind: ClassVar[OpKind] = OpKind.DELETE_REAL_SERVER
+    key: ServiceKey
+    address: IPAddress
+    port: int
+
+    def __str__(self) -> str:
+        return f"delete_real_server {self.key} {self.address}:{self.port}"
+
+
+@attrs.frozen
+class SetTimeouts:
+    """Set the global tcp, tcpfin and udp timeouts (ipvsadm --set)."""
+
+    kind: ClassVar[OpKind] = OpKind.SET_TIMEOUTS
+    timeouts: Timeouts
+
+    def __str__(self) -> str:
+        t = self.timeouts
+        return f"set_timeouts {t.tcp} {t.tcpfin} {t.udp}"
+
+
+@attrs.frozen
+class SetSysctls:
+    """Set the IPVS sysctls (net.ipv4.vs.*)."""
+
+    kind: ClassVar[OpKind] = OpKind.SET_SYSCTLS
+    sysctls: Sysctls
+
+    def __str__(self) -> str:
+        return "set_sysctls"
+
+
+Op = Union[
+    AddService,
+    EditService,
+    DeleteService,
+    AddRealServer,
+    EditRealServer,
+    DeleteRealServer,
+    SetTimeouts,
+    SetSysctls,
+]
+
+
+def _service(services: dict[ServiceKey, VirtualService], key: ServiceKey) -> VirtualService:
+    try:
+        return services[key]
+    except KeyError:
+        raise ServiceNotFound(f"no virtual service {key}") from None
+
+
+def _transition(services: dict[ServiceKey, VirtualService], table: Table, op: Op) -> Table:
+    """Check ``op`` against ``services`` and change them in place; return the non-service part."""
+    if isinstance(op, AddService):
+        if op.service.key in services:
+            raise ServiceExists(f"virtual service {op.service.key} exists already")
+        services[op.service.key] = op.service
+    elif isinstance(op, EditService):
+        old = _service(services, op.service.key)
+        for rs in old.real_servers:
+            op.service.check_real_server(rs)
+        services[op.service.key] = attrs.evolve(op.service, real_servers=old.real_servers)
+    elif isinstance(op, DeleteService):
+        _service(services, op.key)
+        del services[op.key]
+    elif isinstance(op, (AddRealServer, EditRealServer)):
+        svc = _service(services, op.key)
+        svc.check_real_server(op.real_server)
+        present = svc.real_server(op.real_server.address, op.real_server.port) is not None
+        if isinstance(op, AddRealServer):
+            if present:
+                raise RealServerExists(f"{op.key} has real server {op.real_server.endpoint}")
+            real_servers = svc.real_servers + (op.real_server,)
+        else:
+            if not present:
+                raise RealServerNotFound(f"{op.key} has no real server {op.real_server.endpoint}")
+            real_servers = tuple(
+                op.real_server if rs.key == op.real_server.key else rs for rs in svc.real_servers
+            )
+        services[op.key] = attrs.evolve(svc, real_servers=real_servers)
+    elif isinstance(op, DeleteRealServer):
+        svc = _service(services, op.key)
+        if svc.real_server(op.address, op.port) is None:
+            raise RealServerNotFound(f"{op.key} has no real server {op.address}:{op.port}")
+        key = (op.address, op.port)
+        services[op.key] = attrs.evolve(
+            svc, real_servers=tuple(rs for rs in svc.real_servers if rs.key != key)
+        )
+    elif isinstance(op, SetTimeouts):
+        return attrs.evolve(table, timeouts=op.timeouts)
+    elif isinstance(op, SetSysctls):
+        return attrs.evolve(table, sysctls=op.sysctls)
+    else:
+        raise InvalidField("Op", "kind", op, "is not an lbcore op")
+    return table
+
+
+def apply_op(table: Table, op: Op) -> Table:
+    """Return the table after ``op``; ``table`` itself is never changed.
+
+    Raises:
+        ServiceExists: AddService of a service that exists.
+        ServiceNotFound: any other op on a service that does not exist.
+        RealServerExists: AddRealServer of a real server the service has.
+        RealServerNotFound: EditRealServer or DeleteRealServer of one it does not have.
+        InvalidField: the real server does not fit the service (family, port).
+    """
+    return apply_ops(table, (op,))
+
+
+def apply_ops(table: Table, ops: Iterable[Op]) -> Table:
+    """Fold :func:`apply_op` over ``ops`` (copying the services once, not once per op).
+
+    Raises:
+        The errors of :func:`apply_op`, for the first op that fails; ``table`` is unchanged.
+    """
+    services = dict(table.services)
+    for op in ops:
+        table = _transition(services, table, op)
+    return attrs.evolve(table, services=services)

@@ -1,0 +1,63 @@
+"""plan(current, desired): the fewest ops, in a safe order, that turn one table into the other."""
+
+from __future__ import annotations
+
+from lbcore.model import VirtualService
+from lbcore.ops import (
+    AddRealServer,
+    AddService,
+    DeleteRealServer,
+    DeleteService,
+    EditRealServer,
+    EditService,
+    Op,
+    SetSysctls,
+    SetTimeouts,
+)
+from lbcore.table import Table
+
+
+def plan(current: Table, desired: Table) -> list[Op]:
+    """Return the ops that make ``current`` into ``desired``; none if they already agree.
+
+    Order: sysctls and timeouts first (they change how the rest behaves), then deleted services,
+    then changed services (their settings, then real servers: deletes, edits, adds), then new
+    services with their real servers. Real servers are added in the desired order, so the kernel's
+    list (newest first) is the reverse of it. ``desired.timeouts`` or ``desired.sysctls`` of None
+    leave those alone.
+    """
+    ops: list[Op] = []
+    if desired.sysctls is not None and desired.sysctls != current.sysctls:
+        ops.append(SetSysctls(desired.sysctls))
+    if desired.timeouts is not None and desired.timeouts != current.timeouts:
+        ops.append(SetTimeouts(desired.timeouts))
+    for key in current.services:
+        if key not in desired.services:
+            ops.append(DeleteService(key))
+    for key, want in desired.services.items():
+        have = current.services.get(key)
+        if have is None:
+            ops.append(AddService(want.settings))
+            ops.extend(AddRealServer(key, rs) for rs in want.real_servers)
+            continue
+        if have.settings != want.settings:
+            ops.append(EditService(want.settings))
+        ops.extend(_real_server_ops(have, want))
+    return ops
+
+
+def _real_server_ops(have: VirtualService, want: VirtualService) -> list[Op]:
+    key = want.key
+    wanted = {rs.key: rs for rs in want.real_servers}
+    present = {rs.key: rs for rs in have.real_servers}
+    ops: list[Op] = [
+        DeleteRealServer(key, rs.address, rs.port) for rs in have.real_servers if rs.key not in wanted
+    ]
+    for rs in want.real_servers:
+        old = present.get(rs.key)
+        if old is None:
+            continue
+        if old != rs:
+            ops.append(EditRealServer(key, rs))
+    ops.extend(AddRealServer(key, rs) for rs in want.real_servers if rs.key not in present)
+    return ops

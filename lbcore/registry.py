@@ -1,0 +1,40 @@
+"""open_backend(name): backends are found through the entry-point group "lbcore.backends"."""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from typing import Any
+
+from lbcore.backend import Backend
+from lbcore.errors import BackendUnavailable, InvalidField
+
+GROUP = "lbcore.backends"
+
+
+def backend_names() -> list[str]:
+    """The names of the installed backends, sorted; "sim" is always there."""
+    return sorted({ep.name for ep in entry_points(group=GROUP)} | {"sim"})
+
+
+def open_backend(name: str, **options: Any) -> Backend:
+    """Create the backend called ``name`` with ``options``.
+
+    Raises:
+        InvalidField: no backend has that name.
+        BackendUnavailable: the backend's package or privileges are missing.
+    """
+    found = [ep for ep in entry_points(group=GROUP) if ep.name == name]
+    if found:
+        try:
+            cls = found[0].load()
+        except ImportError as exc:
+            raise BackendUnavailable(name, f"cannot import it ({exc}); pip install 'lbcore[{name}]'") from exc
+    elif name == "sim":
+        # The simulator is part of the core: usable from a source tree that was never installed.
+        from lbcore.sim import SimBackend
+
+        cls = SimBackend
+    else:
+        raise InvalidField("open_backend", "name", name, f"is not a backend ({', '.join(backend_names())})")
+    backend: Backend = cls(**options)
+    return backend

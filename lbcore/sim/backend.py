@@ -1,0 +1,222 @@
+"""SimBackend: the default backend, an in-memory IPVS on a virtual clock, with a traffic API."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import attrs
+
+from lbcore.backend import ALL_CAPABILITIES, Capability
+from lbcore.clock import Clock, VirtualClock
+from lbcore.enums import Protocol
+from lbcore.errors import InvalidField
+from lbcore.model import IPAddress, ServiceKey, Sysctls, Timeouts, _as_address
+from lbcore.ops import (
+    AddRealServer,
+    AddService,
+    DeleteRealServer,
+    DeleteService,
+    EditRealServer,
+    EditService,
+    Op,
+    SetSysctls,
+    SetTimeouts,
+    apply_ops,
+)
+from lbcore.sim import tcp
+from lbcore.sim.director import Conn, Director
+from lbcore.table import Table
+
+# Bytes the kernel counts per packet (skb->len: IPv4 header + TCP header with the options Linux
+# sends by default: MSS, SACK, timestamps, window scale on SYNs; timestamps on the rest).
+SYN_BYTES = 60
+SEGMENT_BYTES = 52
+UDP_HEADER_BYTES = 28
+EPHEMERAL_PORTS = (32768, 60999)  # net.ipv4.ip_local_port_range
+
+
+@attrs.frozen
+class Connection:
+    """A client's connection through the simulated director.
+
+    Attributes:
+        id: the simulator's serial number for it.
+        protocol: tcp or udp.
+        client, client_port, vip, vport: the client's side of it.
+        real_server: the address of the real server IPVS chose.
+        real_port: the port it was forwarded to.
+
+    .. versionadded:: 0.1
+    """
+
+    id: int
+    protocol: Protocol
+    client: IPAddress
+    client_port: int
+    vip: IPAddress
+    vport: int
+    real_server: IPAddress
+    real_port: int
+    _conn: Conn = attrs.field(repr=False, eq=False)
+
+    @property
+    def endpoint(self) -> str:
+        """``rip:rport`` as the trace format and ipvsadm print it."""
+        from lbcore.model import format_endpoint
+
+        return format_endpoint(self.real_server, self.real_port)
+
+
+class SimBackend:
+    """The simulator: lbcore's control plane on an in-memory model of the kernel's IPVS.
+
+    Args:
+        clock: the clock it runs on; a new :class:`~lbcore.clock.VirtualClock` by default.
+        seed: seed of the random source that twos draws from.
+
+    .. versionadded:: 0.1
+    """
+
+    name: ClassVar[str] = "sim"
+    capabilities: ClassVar[frozenset[Capability]] = ALL_CAPABILITIES
+
+    def __init__(self, clock: Clock | None = None, seed: int = 0) -> None:
+        self.clock: Clock = clock if clock is not None else VirtualClock()
+        self.director = Director(self.clock.now, seed)
+        self._table = Table(timeouts=Timeouts(), sysctls=Sysctls())
+        self._serial = 0
+        self._next_port: dict[IPAddress, int] = {}
+
+    # -- the backend protocol ----------------------------------------------------------------------
+
+    def read(self) -> Table:
+        """The simulated kernel's table (it holds nothing lbcore does not own)."""
+        return self._table
+
+    def apply(self, ops: Sequence[Op]) -> None:
+        """Apply every op, or none: all are checked by apply_op before the data plane changes.
+
+        Raises:
+            ServiceExists, ServiceNotFound, RealServerExists, RealServerNotFound, InvalidField.
+        """
+        table = apply_ops(self._table, ops)
+        self.director.run_timers(self.clock.now())
+        for op in ops:
+            self._carry_out(op)
+        self._table = table
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+    def _carry_out(self, op: Op) -> None:
+        d = self.director
+        if isinstance(op, AddService):
+            d.add_service(op.service)
+        elif isinstance(op, EditService):
+            d.edit_service(op.service)
+        elif isinstance(op, DeleteService):
+            d.delete_service(op.key)
+        elif isinstance(op, AddRealServer):
+            d.add_real_server(op.key, op.real_server)
+        elif isinstance(op, EditRealServer):
+            d.edit_real_server(op.key, op.real_server)
+        elif isinstance(op, DeleteRealServer):
+            d.delete_real_server(op.key, op.address, op.port)
+        elif isinstance(op, SetTimeouts):
+            d.set_timeouts(op.timeouts)
+        elif isinstance(op, SetSysctls):
+            d.sysctls = op.sysctls
+
+    # -- time --------------------------------------------------------------------------------------
+
+    def _virtual(self) -> VirtualClock:
+        if not isinstance(self.clock, VirtualClock):
+            raise InvalidField("SimBackend", "clock", self.clock, "is not a VirtualClock: it cannot be moved")
+        return self.clock
+
+    def advance(self, seconds: float) -> None:
+        """Move the virtual clock forward, firing the timers that fall due (expiry, GC, stats).
+
+        Raises:
+            InvalidField: the clock is not virtual, or ``seconds`` is negative.
+        """
+        self._virtual().advance(seconds)
+        self.director.run_timers(self.clock.now())
+
+    def run_until(self, when: float) -> None:
+        """Move the virtual clock forward to ``when``.
+
+        Raises:
+            InvalidField: the clock is not virtual, or ``when`` is in the past.
+        """
+        self._virtual().set(when)
+        self.director.run_timers(when)
+
+    # -- traffic -----------------------------------------------------------------------------------
+
+    def _client_port(self, client: IPAddress, port: int | None) -> int:
+        if port is not None:
+            return port
+        lo, hi = EPHEMERAL_PORTS
+        nxt = self._next_port.get(client, lo)
+        self._next_port[client] = lo if nxt >= hi else nxt + 1
+        return nxt
+
+    def _endpoints(self, client: object, vip: object, vport: int, cport: int | None) -> tuple[IPAddress, int, IPAddress]:
+        caddr, vaddr = _as_address(client), _as_address(vip)
+        for name, value in (("client", caddr), ("vip", vaddr)):
+            if not hasattr(value, "version"):
+                raise InvalidField("SimBackend", name, value, "is not an IPv4 or IPv6 address")
+        return caddr, self._client_port(caddr, cport), vaddr  # type: ignore[return-value]
+
+    def connect(self, client: object, vip: object, vport: int, *, protocol: Protocol | str = Protocol.TCP,
+                client_port: int | None = None, mark: int = 0, payload: int = 0) -> Connection | None:
+        """Open a connection from ``client`` to ``vip:vport`` as a real client would.
+
+        TCP: the client's SYN, the real server's SYN+ACK (seen by a NAT director only) and the
+        client's ACK; the connection stays open until :meth:`close`. UDP: one datagram of
+        ``payload`` bytes each way. ``mark`` is the firewall mark the packets carry.
+
+        Returns:
+            The connection, or None when IPVS took none (no service, or no real server available).
+
+        Raises:
+            InvalidField: an address or the protocol is not valid.
+        """
+        proto = Protocol(protocol) if isinstance(protocol, str) else protocol
+        caddr, cport, vaddr = self._endpoints(client, vip, vport, client_port)
+        d = self.director
+        if proto is Protocol.UDP:
+            cp = d.packet_in(17, caddr, cport, vaddr, vport, 0, UDP_HEADER_BYTES + payload, mark)
+            if cp is not None and not cp.flags & 0x80:
+                d.packet_out(cp, 0, UDP_HEADER_BYTES + payload)
+        elif proto is Protocol.TCP:
+            cp = d.packet_in(6, caddr, cport, vaddr, vport, tcp.SYN, SYN_BYTES, mark)
+            if cp is not None:
+                if not cp.flags & 0x80:  # NAT: the reply comes back through the director
+                    d.packet_out(cp, tcp.SYN | tcp.ACK, SYN_BYTES)
+                d.packet_in(6, caddr, cport, vaddr, vport, tcp.ACK, SEGMENT_BYTES, mark)
+        else:
+            raise InvalidField("SimBackend", "protocol", protocol, "is not simulated for traffic (tcp, udp)")
+        if cp is None:
+            return None
+        self._serial += 1
+        return Connection(self._serial, proto, caddr, cport, vaddr, vport, cp.daddr, cp.dport, cp)
+
+    def disconnect(self, connection: Connection) -> None:
+        """Close a TCP connection the way a client does: its FIN first, then the real server's.
+
+        UDP has nothing to close: its entry expires after the udp timeout.
+        """
+        if connection.protocol is not Protocol.TCP:
+            return
+        cp = connection._conn
+        d = self.director
+        key = cp.key
+        fin_ack = tcp.FIN | tcp.ACK
+        d.packet_in(6, key[1], key[2], key[3], key[4], fin_ack, SEGMENT_BYTES)  # type: ignore[arg-type]
+        if not cp.dead and not cp.flags & 0x80:
+            d.packet_out(cp, tcp.ACK, SEGMENT_BYTES)
+            d.packet_out(cp, fin_ack, SEGMENT_BYTES)
+        d.packet_in(6, key[1], key[2], key[3], key[4], tcp.ACK, SEGMENT_BYTES)  # type: ignore[arg-type]

@@ -1,0 +1,540 @@
+"""The simulated IPVS data plane: services, dests, connections, templates and timers.
+
+Each method mirrors one path of net/netfilter/ipvs (named in its docstring); the schedulers are in
+:mod:`lbcore.sim.schedulers`. Control changes arrive already checked by :func:`lbcore.ops.apply_op`,
+so nothing here refuses anything.
+"""
+
+from __future__ import annotations
+
+import heapq
+import ipaddress
+import random
+from collections.abc import Callable, Iterator
+from typing import Union
+
+from lbcore.enums import Protocol
+from lbcore.model import IPAddress, RealServer, ServiceKey, Sysctls, Timeouts, VirtualService
+from lbcore.sim import tcp
+from lbcore.sim.schedulers import Packet, scheduler_class
+from lbcore.sim.state import AVAILABLE, SVC_ONEPACKET, Dest, SimService, Stats
+
+TCP, UDP, SCTP = 6, 17, 132
+FTPPORT, FTPDATA = 21, 20
+# IP_VS_CONN_F_* bits the simulator needs.
+F_NOOUTPUT = 0x0080
+F_INACTIVE = 0x0100
+F_TEMPLATE = 0x1000
+F_ONE_PACKET = 0x2000
+INVALID_PORT = 0xFFFF  # an invalidated template's vport and dport
+TRASH_PERIOD = 120.0  # IP_VS_DEST_TRASH_PERIOD; the trash timer runs every half of it
+EXPIRE_LATER = 60.0  # an entry that still controls others retries after 60 s, from then on
+ESTIMATOR_PERIOD = 2.0
+JIFFY = 1 / 250  # HZ=250 on Debian's kernels
+
+
+class Conn:
+    """A connection or persistence template (struct ip_vs_conn)."""
+
+    __slots__ = ("protocol", "caddr", "cport", "vaddr", "vport", "daddr", "dport", "dest",
+                 "flags", "state", "timeout", "expires", "heap_at", "control", "n_control",
+                 "key", "dead")
+
+    def __init__(self, key: tuple[object, ...], protocol: int, caddr: IPAddress, cport: int,
+                 vaddr: object, vport: int, dest: Dest, dport: int, flags: int) -> None:
+        self.key = key
+        self.protocol = protocol
+        self.caddr = caddr
+        self.cport = cport
+        self.vaddr = vaddr  # an address, or the fwmark (an int) for a fwmark template
+        self.vport = vport
+        self.dest = dest
+        self.daddr = dest.address
+        self.dport = dport
+        self.flags = flags
+        self.state = 0
+        self.timeout = 3.0  # ip_vs_conn_new(); the first packet replaces it
+        self.expires = 0.0
+        self.heap_at = float("inf")
+        self.control: Conn | None = None
+        self.n_control = 0
+        self.dead = False
+
+    @property
+    def template(self) -> bool:
+        return bool(self.flags & F_TEMPLATE)
+
+
+TimerItem = Union[Conn, Callable[[float], None]]
+
+
+class Director:
+    """One network namespace's IPVS, on a virtual clock.
+
+    Args:
+        now: the clock's reading function.
+        seed: seed of the random source (only twos draws from it).
+    """
+
+    def __init__(self, now: Callable[[], float], seed: int = 0) -> None:
+        self.now = now
+        self.random = random.Random(seed)
+        self.sysctls = Sysctls()
+        self.timeouts = list(tcp.DEFAULT_TIMEOUTS)
+        self.udp_timeout = 300.0
+        self.services: dict[ServiceKey, SimService] = {}
+        self._by_addr: dict[tuple[int, IPAddress, int], SimService] = {}
+        self._by_mark: dict[tuple[int, int], SimService] = {}
+        self._ftp_services = 0
+        self._null_services = 0
+        self.conns: dict[tuple[object, ...], Conn] = {}
+        self.templates: dict[tuple[object, ...], Conn] = {}
+        self.invalid_templates: set[Conn] = set()
+        self.trash: list[Dest] = []
+        self.stats = Stats()
+        self._heap: list[tuple[float, int, TimerItem]] = []
+        self._seq = 0
+        self.call_at(self.now() + ESTIMATOR_PERIOD, self._estimate)
+
+    # -- timers ----------------------------------------------------------------------------------
+
+    def call_at(self, when: float, callback: Callable[[float], None]) -> None:
+        """Run ``callback(when)`` once the clock reaches ``when``."""
+        self._seq += 1
+        heapq.heappush(self._heap, (when, self._seq, callback))
+
+    def _arm(self, cp: Conn, when: float) -> None:
+        # mod_timer(): the heap keeps one entry per connection at its earliest time; a later
+        # expiry is found when that entry fires, so a packet costs no heap push.
+        cp.expires = when
+        if when < cp.heap_at:
+            cp.heap_at = when
+            self._seq += 1
+            heapq.heappush(self._heap, (when, self._seq, cp))
+
+    def run_timers(self, until: float) -> None:
+        """Fire every timer due at or before ``until``, in time order."""
+        heap = self._heap
+        while heap and heap[0][0] <= until:
+            when, _, item = heapq.heappop(heap)
+            if type(item) is Conn:
+                if item.dead or item.heap_at != when:
+                    continue  # superseded by an earlier entry
+                if item.expires > when:
+                    item.heap_at = item.expires
+                    self._seq += 1
+                    heapq.heappush(heap, (item.expires, self._seq, item))
+                    continue
+                item.heap_at = float("inf")
+                self._expire(item, when)
+            else:
+                item(when)  # type: ignore[operator]
+
+    def _estimate(self, now: float) -> None:
+        # The estimator (ip_vs_est.c) snapshots every counter every 2 s.
+        self.stats.estimate()
+        for svc in self.services.values():
+            svc.stats.estimate()
+            for dest in svc.dests:
+                dest.stats.estimate()
+        self.call_at(now + ESTIMATOR_PERIOD, self._estimate)
+
+    # -- connection lifecycle ----------------------------------------------------------------------
+
+    def _expire(self, cp: Conn, now: float) -> None:
+        """ip_vs_conn_expire(): free the entry, unless it still controls others."""
+        if cp.n_control:
+            cp.timeout = EXPIRE_LATER  # permanently: later reuse extends by 60 s only
+            self._arm(cp, now + EXPIRE_LATER)
+            return
+        cp.dead = True
+        if cp.flags & F_TEMPLATE:
+            if self.templates.get(cp.key) is cp:
+                del self.templates[cp.key]
+            self.invalid_templates.discard(cp)
+        elif self.conns.get(cp.key) is cp:
+            del self.conns[cp.key]
+        if cp.control is not None:
+            cp.control.n_control -= 1
+            cp.control = None
+        cp.dest.unbind(cp.template, bool(cp.flags & F_INACTIVE))
+
+    def _expire_now(self, cp: Conn) -> None:
+        """ip_vs_conn_expire_now(): the timer fires at the next tick, after this packet."""
+        cp.expires = self.now()
+        cp.heap_at = cp.expires
+        self._seq += 1
+        heapq.heappush(self._heap, (cp.expires, self._seq, cp))
+
+    def _new_conn(self, key: tuple[object, ...], protocol: int, caddr: IPAddress, cport: int,
+                  vaddr: object, vport: int, dest: Dest, dport: int, flags: int) -> Conn:
+        """ip_vs_conn_new() + ip_vs_bind_dest(): every new connection starts inactive."""
+        flags |= dest.forward.kernel_code | F_INACTIVE
+        if dest.no_output:
+            flags |= F_NOOUTPUT
+        cp = Conn(key, protocol, caddr, cport, vaddr, vport, dest, dport, flags)
+        dest.bind(bool(flags & F_TEMPLATE))
+        return cp
+
+    def _set_state(self, cp: Conn, outbound: bool, flags: int) -> None:
+        """ip_vs_set_state(): the protocol's transition, counters and the new timeout."""
+        if cp.protocol == TCP:
+            if cp.flags & F_NOOUTPUT:
+                if outbound:
+                    cp.flags &= ~F_NOOUTPUT
+                    table = tcp.OUTPUT
+                else:
+                    table = tcp.INPUT_ONLY
+            else:
+                table = tcp.OUTPUT if outbound else tcp.INPUT
+            new = tcp.next_state(table, flags, cp.state)
+            if new != cp.state:
+                dest = cp.dest
+                active = new in tcp.ACTIVE
+                if not cp.flags & F_INACTIVE and not active:
+                    dest.activeconns -= 1
+                    dest.inactconns += 1
+                    cp.flags |= F_INACTIVE
+                elif cp.flags & F_INACTIVE and active:
+                    dest.activeconns += 1
+                    dest.inactconns -= 1
+                    cp.flags &= ~F_INACTIVE
+                if new == tcp.ESTABLISHED:
+                    self._assure(cp)
+            cp.state = new
+            cp.timeout = self.timeouts[new]
+        else:  # UDP: one state; a reply assures the template
+            if outbound:
+                self._assure(cp)
+            cp.timeout = self.udp_timeout
+
+    @staticmethod
+    def _assure(cp: Conn) -> None:
+        ct = cp.control
+        if ct is not None and ct.flags & F_TEMPLATE:
+            ct.state = 1  # IP_VS_CTPL_S_ASSURED
+
+    # -- packets -------------------------------------------------------------------------------------
+
+    def packet_in(self, protocol: int, saddr: IPAddress, sport: int, daddr: IPAddress, dport: int,
+                  flags: int = 0, size: int = 0, mark: int = 0) -> Conn | None:
+        """ip_vs_in(): a client packet to a VIP. Returns its connection, or None if IPVS did not
+        forward it (dropped, refused, or left to the local stack)."""
+        now = self.now()
+        self.run_timers(now)
+        key = (protocol, saddr, sport, daddr, dport)
+        cp = self.conns.get(key)
+        sysctls = self.sysctls
+        if cp is not None and protocol == TCP and flags & tcp.SYN and sysctls.conn_reuse_mode:
+            # A SYN on an old entry: reschedule when the kernel expects a new connection.
+            dest = cp.dest
+            if (sysctls.expire_nodest_conn and dest.weight == 0) or self._new_conn_expected(cp):
+                if not cp.n_control:
+                    self._expire_now(cp)
+                cp = None
+        if cp is not None and not cp.dest.flags & AVAILABLE:
+            # The real server was deleted: drop, and leave the timer alone.
+            if not sysctls.expire_nodest_conn:
+                return None
+            self._expire_now(cp)
+            cp = None
+        if cp is None:
+            if protocol == TCP and (flags & tcp.RST or not (flags & tcp.SYN or sysctls.sloppy_tcp)):
+                return None
+            svc = self.find_service(protocol, daddr, dport, mark)
+            if svc is None:
+                return None
+            cp = self._schedule(svc, protocol, saddr, sport, daddr, dport, now)
+            if cp is None:
+                return None  # ip_vs_leave(): ICMP port unreachable
+        dest = cp.dest
+        live = dest.stats.live
+        live[1] += 1
+        live[3] += size
+        live = dest.service.stats.live
+        live[1] += 1
+        live[3] += size
+        live = self.stats.live
+        live[1] += 1
+        live[3] += size
+        self._set_state(cp, False, flags)
+        if cp.flags & F_ONE_PACKET:
+            self._expire(cp, now)  # never hashed: freed after its one packet
+        else:
+            self._arm(cp, now + cp.timeout)
+        return cp
+
+    def packet_out(self, cp: Conn, flags: int = 0, size: int = 0) -> bool:
+        """ip_vs_out(): a real server's reply through the director (NAT only). False if the
+        connection is gone."""
+        now = self.now()
+        self.run_timers(now)
+        if cp.dead:
+            return False
+        dest = cp.dest
+        if dest.flags & AVAILABLE:
+            for stats in (dest.stats, dest.service.stats, self.stats):
+                stats.live[2] += 1
+                stats.live[4] += size
+        self._set_state(cp, True, flags)
+        self._arm(cp, now + cp.timeout)
+        return True
+
+    def _new_conn_expected(self, cp: Conn) -> bool:
+        """is_new_conn_expected(): may a SYN on this old entry start a new connection?"""
+        if cp.control is not None:
+            return False
+        return cp.state in (tcp.TIME_WAIT, tcp.CLOSE) or bool(
+            self.sysctls.conn_reuse_mode & 2 and cp.state == tcp.FIN_WAIT
+            and cp.flags & F_NOOUTPUT
+        )
+
+    def find_service(self, protocol: int, vaddr: IPAddress, vport: int, mark: int = 0) -> SimService | None:
+        """ip_vs_service_find(): fwmark first, then the exact service, FTP, then port zero."""
+        family = vaddr.version
+        if mark:
+            svc = self._by_mark.get((family, mark))
+            if svc is not None:
+                return svc
+        svc = self._by_addr.get((protocol, vaddr, vport))
+        if svc is None and protocol == TCP and self._ftp_services and (vport == FTPDATA or vport >= 1024):
+            svc = self._by_addr.get((protocol, vaddr, FTPPORT))
+        if svc is None and self._null_services:
+            svc = self._by_addr.get((protocol, vaddr, 0))
+        return svc
+
+    def _schedule(self, svc: SimService, protocol: int, saddr: IPAddress, sport: int,
+                  daddr: IPAddress, dport: int, now: float) -> Conn | None:
+        """ip_vs_schedule(): pick a dest and create the connection."""
+        if sport == FTPDATA:
+            return None  # never schedule active FTP data connections
+        if svc.persistent:
+            return self._schedule_persistent(svc, protocol, saddr, sport, daddr, dport, now)
+        if not svc.fwmark and dport != svc.port:
+            return None
+        dest = self._pick(svc, protocol, saddr, sport, daddr, dport, now)
+        if dest is None:
+            return None
+        flags = F_ONE_PACKET if svc.flags & SVC_ONEPACKET and protocol == UDP else 0
+        cp = self._new_conn((protocol, saddr, sport, daddr, dport), protocol, saddr, sport,
+                            daddr, dport, dest, dest.port or dport, flags)
+        if not flags:
+            self.conns[cp.key] = cp
+        self._count_conn(dest)
+        return cp
+
+    def _pick(self, svc: SimService, protocol: int, saddr: IPAddress, sport: int,
+              daddr: IPAddress, dport: int, now: float) -> Dest | None:
+        if svc.scheduler is None:
+            return None
+        return svc.scheduler.schedule(Packet(protocol, saddr, sport, daddr, dport, now))
+
+    def _count_conn(self, dest: Dest) -> None:
+        """ip_vs_conn_stats(): one more connection for the dest, its service and the total."""
+        dest.stats.live[0] += 1
+        dest.service.stats.live[0] += 1
+        self.stats.live[0] += 1
+
+    def template_key(self, svc: SimService, protocol: int, saddr: IPAddress, daddr: IPAddress,
+                     dport: int) -> tuple[object, ...]:
+        """The template's identity: (protocol, client network, vaddr or fwmark, vport)."""
+        if svc.family == 4:
+            snet: IPAddress = ipaddress.IPv4Address(int(saddr) & svc.netmask)
+        else:
+            snet = ipaddress.IPv6Network((saddr, svc.netmask), strict=False).network_address
+        if dport == svc.port:
+            return (protocol, snet, daddr, 0 if svc.port == FTPPORT else dport)
+        if svc.fwmark:
+            return (0, snet, svc.fwmark, 0)  # IPPROTO_IP: shared by tcp and udp of the mark
+        return (protocol, snet, daddr, 0)
+
+    def _template_valid(self, ct: Conn) -> bool:
+        """ip_vs_check_template(): invalidate (re-key to port 65535) a template whose dest is gone."""
+        dest = ct.dest
+        if dest.flags & AVAILABLE and not (self.sysctls.expire_quiescent_template and dest.weight == 0):
+            return True
+        if ct.vport != INVALID_PORT:
+            del self.templates[ct.key]
+            ct.vport = ct.dport = INVALID_PORT
+            ct.cport = 0
+            self.invalid_templates.add(ct)
+        return False  # its timer is not refreshed
+
+    def _schedule_persistent(self, svc: SimService, protocol: int, saddr: IPAddress, sport: int,
+                             daddr: IPAddress, dport: int, now: float) -> Conn | None:
+        """ip_vs_sched_persist(): reuse the client's template, or schedule and create one."""
+        tkey = self.template_key(svc, protocol, saddr, daddr, dport)
+        ct = self.templates.get(tkey)
+        if ct is None or not self._template_valid(ct):
+            dest = self._pick(svc, protocol, saddr, sport, daddr, dport, now)
+            if dest is None:
+                return None
+            tport = dest.port if dport == svc.port and svc.port != FTPPORT else 0
+            ct = self._new_conn(tkey, tkey[0], tkey[1], 0, tkey[2], tkey[3], dest, tport, F_TEMPLATE)  # type: ignore[arg-type]
+            ct.timeout = float(svc.timeout)
+            self.templates[tkey] = ct
+        else:
+            dest = ct.dest
+        port = dest.port if dport == svc.port and dest.port else dport
+        flags = F_ONE_PACKET if svc.flags & SVC_ONEPACKET and protocol == UDP else 0
+        cp = self._new_conn((protocol, saddr, sport, daddr, dport), protocol, saddr, sport, daddr,
+                            dport, dest, port, flags)
+        if not flags:
+            self.conns[cp.key] = cp
+        cp.control = ct  # ip_vs_control_add()
+        ct.n_control += 1
+        self._arm(ct, now + ct.timeout)  # the template timer restarts only here
+        self._count_conn(dest)
+        return cp
+
+    # -- control plane -------------------------------------------------------------------------------
+
+    def add_service(self, config: VirtualService) -> None:
+        """ip_vs_add_service()."""
+        svc = SimService(config)
+        svc.scheduler = scheduler_class(config.scheduler)(svc, self)
+        self.services[config.key] = svc
+        self._index(svc, +1)
+
+    def _index(self, svc: SimService, delta: int) -> None:
+        config = svc.config
+        if config.fwmark:
+            key_m = (config.family, config.fwmark)
+            if delta > 0:
+                self._by_mark[key_m] = svc
+            else:
+                del self._by_mark[key_m]
+            return
+        assert config.protocol is not None and config.address is not None
+        key_a = (config.protocol.number, config.address, config.port)
+        if delta > 0:
+            self._by_addr[key_a] = svc
+        else:
+            del self._by_addr[key_a]
+        if config.port == FTPPORT and config.protocol is Protocol.TCP:
+            self._ftp_services += delta
+        if config.port == 0:
+            self._null_services += delta
+
+    def edit_service(self, config: VirtualService) -> None:
+        """ip_vs_edit_service(): the same scheduler keeps its state; another one starts afresh."""
+        svc = self.services[config.key]
+        old = svc.config.scheduler
+        svc.configure(config)
+        if config.scheduler is not old:
+            assert svc.scheduler is not None
+            svc.scheduler.done()
+            svc.scheduler = scheduler_class(config.scheduler)(svc, self)
+
+    def delete_service(self, key: ServiceKey) -> None:
+        """__ip_vs_del_service(): unbind the scheduler, then every dest goes to the trash."""
+        svc = self.services.pop(key)
+        self._index(svc, -1)
+        if svc.scheduler is not None:
+            svc.scheduler.done()
+        for dest in list(svc.dests):
+            svc.dests.remove(dest)
+            self._trash(dest)
+
+    def add_real_server(self, key: ServiceKey, rs: RealServer) -> None:
+        """ip_vs_add_dest(): revive a matching dest from the trash, or make a new one; it goes to
+        the head of the list."""
+        svc = self.services[key]
+        dest = self._from_trash(svc, rs)
+        if dest is None:
+            dest = Dest(rs, svc)
+        elif dest.service is not svc:
+            dest.stats = Stats()  # stats survive only a re-add to the same service object
+            dest.service = svc
+        dest.update(rs, add=True)
+        svc.dests.insert(0, dest)
+        if svc.scheduler is not None:
+            svc.scheduler.add_dest(dest)
+
+    def edit_real_server(self, key: ServiceKey, rs: RealServer) -> None:
+        """ip_vs_edit_dest(): the dest keeps its place; upd_dest runs even if nothing changed."""
+        svc = self.services[key]
+        dest = svc.find(rs.address, rs.port)
+        assert dest is not None
+        dest.update(rs, add=False)
+        if svc.scheduler is not None:
+            svc.scheduler.upd_dest(dest)
+
+    def delete_real_server(self, key: ServiceKey, address: IPAddress, port: int) -> None:
+        """ip_vs_del_dest(): unlink, tell the scheduler, move to the trash."""
+        svc = self.services[key]
+        dest = svc.find(address, port)
+        assert dest is not None
+        index = svc.dests.index(dest)
+        dest.flags &= ~AVAILABLE
+        del svc.dests[index]
+        if svc.scheduler is not None:
+            svc.scheduler.del_dest(dest, index)
+        self._trash(dest)
+        if self.sysctls.expire_nodest_conn:
+            self.call_at(self.now() + JIFFY, self._expire_nodest_conns)
+
+    def _trash(self, dest: Dest) -> None:
+        dest.flags &= ~AVAILABLE
+        if not self.trash:
+            self.call_at(self.now() + TRASH_PERIOD / 2, self._trash_expire)
+        dest.idle_start = 0.0
+        self.trash.insert(0, dest)
+
+    def _from_trash(self, svc: SimService, rs: RealServer) -> Dest | None:
+        """ip_vs_trash_get_dest(): same address and port, and a dest of this same service."""
+        for dest in self.trash:
+            if dest.address == rs.address and dest.port == rs.port and dest.service.config.key == svc.config.key:
+                self.trash.remove(dest)
+                return dest
+        return None
+
+    def _trash_expire(self, now: float) -> None:
+        """ip_vs_dest_trash_expire(): free a dest unreferenced for a whole period."""
+        for dest in list(self.trash):
+            if dest.refs():
+                continue
+            if not dest.idle_start:
+                dest.idle_start = max(now, JIFFY)
+                continue
+            if now < dest.idle_start + TRASH_PERIOD:
+                continue
+            self.trash.remove(dest)
+        if self.trash:
+            self.call_at(now + TRASH_PERIOD / 2, self._trash_expire)
+
+    def _expire_nodest_conns(self, now: float) -> None:
+        """ip_vs_expire_nodest_conn_flush(): expire what points to a deleted dest."""
+        for cp in list(self.conns.values()):
+            if cp.dest.flags & AVAILABLE or cp.n_control:
+                continue
+            ct = cp.control
+            self._expire(cp, now)
+            if ct is not None and not ct.n_control and not ct.dead:
+                self._expire(ct, now)
+
+    def set_timeouts(self, timeouts: Timeouts) -> None:
+        """ip_vs_set_timeout(): only ESTABLISHED, FIN_WAIT and UDP change."""
+        self.timeouts[tcp.ESTABLISHED] = float(timeouts.tcp)
+        self.timeouts[tcp.FIN_WAIT] = float(timeouts.tcpfin)
+        self.udp_timeout = float(timeouts.udp)
+
+    def get_timeouts(self) -> Timeouts:
+        return Timeouts(int(self.timeouts[tcp.ESTABLISHED]), int(self.timeouts[tcp.FIN_WAIT]),
+                        int(self.udp_timeout))
+
+    def entries(self) -> Iterator[Conn]:
+        """Every live connection and template (the order of /proc/net/ip_vs_conn is the hash's)."""
+        yield from self.conns.values()
+        yield from self.templates.values()
+        yield from self.invalid_templates
+
+    def zero(self, key: ServiceKey | None = None) -> None:
+        """ipvsadm -Z: zero one service and its dests, or everything."""
+        services = [self.services[key]] if key is not None else list(self.services.values())
+        if key is None:
+            self.stats.reset()
+        for svc in services:
+            svc.stats.reset()
+            for dest in svc.dests:
+                dest.stats.reset()

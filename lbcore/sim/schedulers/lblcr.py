@@ -1,0 +1,110 @@
+"""lblcr: lblc with replication (ip_vs_lblcr.c): a destination address keeps a set of dests."""
+
+from __future__ import annotations
+
+from lbcore.model import IPAddress
+from lbcore.sim.schedulers import Host, Packet, SchedulerImpl
+from lbcore.sim.schedulers._locality import Entry, LocalityTable
+from lbcore.sim.schedulers.lblc import is_overloaded
+from lbcore.sim.schedulers.wlc import weighted_least
+from lbcore.sim.state import AVAILABLE, OVERLOAD, Dest, SimService
+
+
+class LBLCREntry(Entry):
+    """An entry with its dest set: newest member first, and when the set last changed."""
+
+    __slots__ = ("members", "lastmod")
+
+    def __init__(self, addr: IPAddress, now: float) -> None:
+        super().__init__(addr, now)
+        self.members: list[Dest] = []
+        self.lastmod = now
+
+    def insert(self, dest: Dest, now: float) -> None:
+        """ip_vs_dest_set_insert() without the membership check."""
+        self.members.insert(0, dest)
+        dest.cache_refs += 1
+        self.lastmod = now
+
+    def erase(self, dest: Dest, now: float) -> None:
+        self.members.remove(dest)
+        dest.cache_refs -= 1
+        self.lastmod = now
+
+    def release(self) -> None:
+        for dest in self.members:
+            dest.cache_refs -= 1
+        self.members = []
+
+    def set_min(self) -> Dest | None:
+        """ip_vs_dest_set_min(): weighted least connection over the available members."""
+        least: Dest | None = None
+        loh = 0
+        for dest in self.members:
+            if dest.flags & OVERLOAD:
+                continue
+            if least is None:
+                if dest.weight > 0 and dest.flags & AVAILABLE:
+                    least, loh = dest, dest.overhead()
+                continue
+            doh = dest.overhead()
+            if loh * dest.weight > doh * least.weight and dest.flags & AVAILABLE:
+                least, loh = dest, doh
+        return least
+
+    def set_max(self) -> Dest | None:
+        """ip_vs_dest_set_max(): the most loaded member of positive weight."""
+        most: Dest | None = None
+        moh = 0
+        for dest in self.members:
+            if most is None:
+                if dest.weight > 0:
+                    most, moh = dest, dest.overhead()
+                continue
+            doh = dest.overhead()
+            if moh * dest.weight < doh * most.weight and dest.weight > 0:
+                most, moh = dest, doh
+        return most
+
+
+class LocalityBasedLeastConnectionReplicated(SchedulerImpl):
+    name = "lblcr"
+
+    def __init__(self, svc: SimService, host: Host) -> None:
+        super().__init__(svc, host)
+        self.table: LocalityTable[LBLCREntry] = LocalityTable(
+            host, lambda: host.sysctls.lblcr_expiration
+        )
+
+    def done(self) -> None:
+        self.table.flush()
+
+    def schedule(self, pkt: Packet) -> Dest | None:
+        now = pkt.now
+        entry = self.table.get(pkt.daddr)
+        if entry is None:
+            dest = weighted_least(self.svc.dests)
+            if dest is None:
+                return None
+            entry = LBLCREntry(pkt.daddr, now)
+            self.table.insert(entry)
+            entry.insert(dest, now)
+            return dest
+        entry.lastuse = now
+        dest = entry.set_min()
+        # Shrink a set that has not changed for lblcr_expiration seconds (default 24 h).
+        if len(entry.members) > 1 and now > entry.lastmod + self.host.sysctls.lblcr_expiration:
+            most = entry.set_max()
+            if most is not None:
+                entry.erase(most, now)
+        if dest is not None and not is_overloaded(dest, self.svc):
+            return dest
+        dest = weighted_least(self.svc.dests)
+        if dest is None:
+            return None
+        if dest not in entry.members:
+            entry.insert(dest, now)
+        return dest
+
+
+SCHEDULER = LocalityBasedLeastConnectionReplicated

@@ -1,0 +1,46 @@
+"""Table: an immutable snapshot of what lbcore owns in one backend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from types import MappingProxyType
+
+import attrs
+
+from lbcore.model import ServiceKey, Sysctls, Timeouts, VirtualService
+
+
+def _as_services(value: object) -> Mapping[ServiceKey, VirtualService]:
+    if isinstance(value, MappingProxyType):
+        return value
+    if isinstance(value, Mapping):
+        return MappingProxyType(dict(value))
+    services = list(value) if isinstance(value, Iterable) else []
+    return MappingProxyType({svc.key: svc for svc in services})
+
+
+@attrs.frozen
+class Table:
+    """What lbcore owns: virtual services (with their real servers), timeouts and sysctls.
+
+    ``timeouts`` and ``sysctls`` are None in a desired table that leaves them alone; a backend's
+    ``read()`` fills them in.
+
+    .. versionadded:: 0.1
+    """
+
+    services: Mapping[ServiceKey, VirtualService] = attrs.field(
+        factory=dict, converter=_as_services
+    )
+    timeouts: Timeouts | None = None
+    sysctls: Sysctls | None = None
+
+    def __iter__(self) -> Iterator[VirtualService]:
+        return iter(self.services.values())
+
+    def __len__(self) -> int:
+        return len(self.services)
+
+    def get(self, key: ServiceKey) -> VirtualService | None:
+        """The service with this identity, or None."""
+        return self.services.get(key)
