@@ -1,0 +1,108 @@
+"""lbcore: Linux layer-4 load balancing (IPVS) as Python objects, with a kernel-exact simulator.
+
+One model, several backends: ``sim`` (the default; an in-memory IPVS on a virtual clock),
+``ipvs`` (the kernel over generic netlink) and ``iptables`` (netfilter rules).
+"""
+
+from lbcore.backend import Backend, Capability
+from lbcore.balancer import Balancer
+from lbcore.clock import Clock, SystemClock, VirtualClock
+from lbcore.enums import (
+    ForwardMethod,
+    PersistenceEngine,
+    Protocol,
+    Scheduler,
+    SchedulerFlag,
+    TunnelChecksum,
+    TunnelType,
+)
+from lbcore.errors import (
+    BackendError,
+    BackendUnavailable,
+    Conflict,
+    InvalidField,
+    LBError,
+    NotFound,
+    NotOwned,
+    ParseError,
+    RealServerExists,
+    RealServerNotFound,
+    ServiceExists,
+    ServiceNotFound,
+    Unsupported,
+)
+from lbcore.model import (
+    Persistence,
+    RealServer,
+    ServiceKey,
+    Sysctls,
+    Timeouts,
+    Tunnel,
+    VirtualService,
+)
+from lbcore.ops import (
+    AddRealServer,
+    AddService,
+    DeleteRealServer,
+    DeleteService,
+    EditRealServer,
+    EditService,
+    Op,
+    SetSysctls,
+    SetTimeouts,
+    apply_op,
+)
+from lbcore.plan import plan
+from lbcore.registry import open_backend
+from lbcore.table import Table
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AddRealServer",
+    "AddService",
+    "Backend",
+    "BackendError",
+    "BackendUnavailable",
+    "Balancer",
+    "Capability",
+    "Clock",
+    "Conflict",
+    "DeleteRealServer",
+    "DeleteService",
+    "EditRealServer",
+    "EditService",
+    "ForwardMethod",
+    "InvalidField",
+    "LBError",
+    "NotFound",
+    "NotOwned",
+    "Op",
+    "ParseError",
+    "Persistence",
+    "PersistenceEngine",
+    "Protocol",
+    "RealServer",
+    "RealServerExists",
+    "RealServerNotFound",
+    "Scheduler",
+    "SchedulerFlag",
+    "ServiceExists",
+    "ServiceKey",
+    "ServiceNotFound",
+    "SetSysctls",
+    "SetTimeouts",
+    "Sysctls",
+    "SystemClock",
+    "Table",
+    "Timeouts",
+    "Tunnel",
+    "TunnelChecksum",
+    "TunnelType",
+    "Unsupported",
+    "VirtualClock",
+    "VirtualService",
+    "apply_op",
+    "open_backend",
+    "plan",
+]

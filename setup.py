@@ -1,0 +1,27 @@
+"""lbcore: Linux layer-4 load balancing (IPVS, iptables) as Python objects, with a simulator."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="lbcore",
+    version="0.1.0",
+    description="Linux layer-4 load balancing (IPVS, iptables) modelled in Python, with a kernel-exact simulator",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["lbcore", "lbcore.*"]),
+    package_data={"lbcore": ["py.typed"]},
+    install_requires=["attrs>=22.2", "sortedcontainers>=2.4"],
+    extras_require={
+        "ipvs": ["pyroute2>=0.7"],
+        "iptables": ["python-iptables>=1.0"],
+        "all": ["pyroute2>=0.7", "python-iptables>=1.0"],
+    },
+    entry_points={
+        "console_scripts": ["lbcore = lbcore.cli:main"],
+        "lbcore.backends": [
+            "sim = lbcore.sim:SimBackend",
+        ],
+    },
+)
