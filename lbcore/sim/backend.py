@@ -25,7 +25,7 @@ from lbcore.ops import (
     apply_ops,
 )
 from lbcore.sim import tcp
-from lbcore.sim.director import Conn, Director
+from lbcore.sim.director import F_NOOUTPUT, Conn, Director
 from lbcore.table import Table
 
 # Bytes the kernel counts per packet (skb->len: IPv4 header + TCP header with the options Linux
@@ -189,12 +189,12 @@ class SimBackend:
         d = self.director
         if proto is Protocol.UDP:
             cp = d.packet_in(17, caddr, cport, vaddr, vport, 0, UDP_HEADER_BYTES + payload, mark)
-            if cp is not None and not cp.flags & 0x80:
+            if cp is not None and not cp.flags & F_NOOUTPUT:
                 d.packet_out(cp, 0, UDP_HEADER_BYTES + payload)
         elif proto is Protocol.TCP:
             cp = d.packet_in(6, caddr, cport, vaddr, vport, tcp.SYN, SYN_BYTES, mark)
             if cp is not None:
-                if not cp.flags & 0x80:  # NAT: the reply comes back through the director
+                if not cp.flags & F_NOOUTPUT:  # NAT: the reply comes back through the director
                     d.packet_out(cp, tcp.SYN | tcp.ACK, SYN_BYTES)
                 d.packet_in(6, caddr, cport, vaddr, vport, tcp.ACK, SEGMENT_BYTES, mark)
         else:
@@ -213,10 +213,10 @@ class SimBackend:
             return
         cp = connection._conn
         d = self.director
-        key = cp.key
+        c = connection
         fin_ack = tcp.FIN | tcp.ACK
-        d.packet_in(6, key[1], key[2], key[3], key[4], fin_ack, SEGMENT_BYTES)  # type: ignore[arg-type]
-        if not cp.dead and not cp.flags & 0x80:
+        d.packet_in(6, c.client, c.client_port, c.vip, c.vport, fin_ack, SEGMENT_BYTES)
+        if not cp.dead and not cp.flags & F_NOOUTPUT:
             d.packet_out(cp, tcp.ACK, SEGMENT_BYTES)
             d.packet_out(cp, fin_ack, SEGMENT_BYTES)
-        d.packet_in(6, key[1], key[2], key[3], key[4], tcp.ACK, SEGMENT_BYTES)  # type: ignore[arg-type]
+        d.packet_in(6, c.client, c.client_port, c.vip, c.vport, tcp.ACK, SEGMENT_BYTES)

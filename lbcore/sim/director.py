@@ -40,7 +40,7 @@ class Conn:
                  "flags", "state", "timeout", "expires", "heap_at", "control", "n_control",
                  "key", "dead")
 
-    def __init__(self, key: tuple[object, ...], protocol: int, caddr: IPAddress, cport: int,
+    def __init__(self, key: tuple[int, int, int, int, int], protocol: int, caddr: IPAddress, cport: int,
                  vaddr: object, vport: int, dest: Dest, dport: int, flags: int) -> None:
         self.key = key
         self.protocol = protocol
@@ -66,6 +66,18 @@ class Conn:
 
 
 TimerItem = Union[Conn, Callable[[float], None]]
+ConnKey = tuple[int, int, int, int, int]
+V6 = 1 << 128  # marks an IPv6 address in a key, so no IPv4 address can equal it
+
+
+def addr_key(address: IPAddress) -> int:
+    """An address as a key: hashing ints is far cheaper than hashing ipaddress objects."""
+    return int(address) if address.version == 4 else int(address) | V6
+
+
+def address_of(key: int) -> IPAddress:
+    """The address an :func:`addr_key` stands for."""
+    return ipaddress.IPv6Address(key & ~V6) if key & V6 else ipaddress.IPv4Address(key)
 
 
 class Director:
@@ -83,12 +95,12 @@ class Director:
         self.timeouts = list(tcp.DEFAULT_TIMEOUTS)
         self.udp_timeout = 300.0
         self.services: dict[ServiceKey, SimService] = {}
-        self._by_addr: dict[tuple[int, IPAddress, int], SimService] = {}
+        self._by_addr: dict[tuple[int, int, int], SimService] = {}
         self._by_mark: dict[tuple[int, int], SimService] = {}
         self._ftp_services = 0
         self._null_services = 0
-        self.conns: dict[tuple[object, ...], Conn] = {}
-        self.templates: dict[tuple[object, ...], Conn] = {}
+        self.conns: dict[ConnKey, Conn] = {}
+        self.templates: dict[ConnKey, Conn] = {}
         self.invalid_templates: set[Conn] = set()
         self.trash: list[Dest] = []
         self.stats = Stats()
@@ -166,7 +178,7 @@ class Director:
         self._seq += 1
         heapq.heappush(self._heap, (cp.expires, self._seq, cp))
 
-    def _new_conn(self, key: tuple[object, ...], protocol: int, caddr: IPAddress, cport: int,
+    def _new_conn(self, key: ConnKey, protocol: int, caddr: IPAddress, cport: int,
                   vaddr: object, vport: int, dest: Dest, dport: int, flags: int) -> Conn:
         """ip_vs_conn_new() + ip_vs_bind_dest(): every new connection starts inactive."""
         flags |= dest.forward.kernel_code | F_INACTIVE
@@ -182,15 +194,15 @@ class Director:
             if cp.flags & F_NOOUTPUT:
                 if outbound:
                     cp.flags &= ~F_NOOUTPUT
-                    table = tcp.OUTPUT
+                    table = tcp.NEXT_OUTPUT
                 else:
-                    table = tcp.INPUT_ONLY
+                    table = tcp.NEXT_INPUT_ONLY
             else:
-                table = tcp.OUTPUT if outbound else tcp.INPUT
-            new = tcp.next_state(table, flags, cp.state)
+                table = tcp.NEXT_OUTPUT if outbound else tcp.NEXT_INPUT
+            new = table[flags & 0x1F][cp.state]
             if new != cp.state:
                 dest = cp.dest
-                active = new in tcp.ACTIVE
+                active = tcp.IS_ACTIVE[new]
                 if not cp.flags & F_INACTIVE and not active:
                     dest.activeconns -= 1
                     dest.inactconns += 1
@@ -201,7 +213,7 @@ class Director:
                     cp.flags &= ~F_INACTIVE
                 if new == tcp.ESTABLISHED:
                     self._assure(cp)
-            cp.state = new
+                cp.state = new
             cp.timeout = self.timeouts[new]
         else:  # UDP: one state; a reply assures the template
             if outbound:
@@ -221,42 +233,37 @@ class Director:
         """ip_vs_in(): a client packet to a VIP. Returns its connection, or None if IPVS did not
         forward it (dropped, refused, or left to the local stack)."""
         now = self.now()
-        self.run_timers(now)
-        key = (protocol, saddr, sport, daddr, dport)
+        if self._heap[0][0] <= now:
+            self.run_timers(now)
+        key = (protocol, addr_key(saddr), sport, addr_key(daddr), dport)
         cp = self.conns.get(key)
-        sysctls = self.sysctls
-        if cp is not None and protocol == TCP and flags & tcp.SYN and sysctls.conn_reuse_mode:
-            # A SYN on an old entry: reschedule when the kernel expects a new connection.
-            dest = cp.dest
-            if (sysctls.expire_nodest_conn and dest.weight == 0) or self._new_conn_expected(cp):
-                if not cp.n_control:
-                    self._expire_now(cp)
+        if cp is not None:
+            sysctls = self.sysctls
+            if protocol == TCP and flags & tcp.SYN and sysctls.conn_reuse_mode:
+                # A SYN on an old entry: reschedule when the kernel expects a new connection.
+                if (sysctls.expire_nodest_conn and cp.dest.weight == 0) or self._new_conn_expected(cp):
+                    if not cp.n_control:
+                        self._expire_now(cp)
+                    cp = None
+            if cp is not None and not cp.dest.flags & AVAILABLE:
+                # The real server was deleted: drop, and leave the timer alone.
+                if not sysctls.expire_nodest_conn:
+                    return None
+                self._expire_now(cp)
                 cp = None
-        if cp is not None and not cp.dest.flags & AVAILABLE:
-            # The real server was deleted: drop, and leave the timer alone.
-            if not sysctls.expire_nodest_conn:
-                return None
-            self._expire_now(cp)
-            cp = None
         if cp is None:
-            if protocol == TCP and (flags & tcp.RST or not (flags & tcp.SYN or sysctls.sloppy_tcp)):
+            if protocol == TCP and (flags & tcp.RST or not (flags & tcp.SYN or self.sysctls.sloppy_tcp)):
                 return None
             svc = self.find_service(protocol, daddr, dport, mark)
             if svc is None:
                 return None
-            cp = self._schedule(svc, protocol, saddr, sport, daddr, dport, now)
+            cp = self._schedule(svc, key, saddr, sport, daddr, dport, now)
             if cp is None:
                 return None  # ip_vs_leave(): ICMP port unreachable
         dest = cp.dest
-        live = dest.stats.live
-        live[1] += 1
-        live[3] += size
-        live = dest.service.stats.live
-        live[1] += 1
-        live[3] += size
-        live = self.stats.live
-        live[1] += 1
-        live[3] += size
+        for stats in (dest.stats.live, dest.service.stats.live, self.stats.live):
+            stats[1] += 1
+            stats[3] += size
         self._set_state(cp, False, flags)
         if cp.flags & F_ONE_PACKET:
             self._expire(cp, now)  # never hashed: freed after its one packet
@@ -268,14 +275,15 @@ class Director:
         """ip_vs_out(): a real server's reply through the director (NAT only). False if the
         connection is gone."""
         now = self.now()
-        self.run_timers(now)
+        if self._heap[0][0] <= now:
+            self.run_timers(now)
         if cp.dead:
             return False
         dest = cp.dest
         if dest.flags & AVAILABLE:
-            for stats in (dest.stats, dest.service.stats, self.stats):
-                stats.live[2] += 1
-                stats.live[4] += size
+            for stats in (dest.stats.live, dest.service.stats.live, self.stats.live):
+                stats[2] += 1
+                stats[4] += size
         self._set_state(cp, True, flags)
         self._arm(cp, now + cp.timeout)
         return True
@@ -291,33 +299,33 @@ class Director:
 
     def find_service(self, protocol: int, vaddr: IPAddress, vport: int, mark: int = 0) -> SimService | None:
         """ip_vs_service_find(): fwmark first, then the exact service, FTP, then port zero."""
-        family = vaddr.version
         if mark:
-            svc = self._by_mark.get((family, mark))
+            svc = self._by_mark.get((vaddr.version, mark))
             if svc is not None:
                 return svc
-        svc = self._by_addr.get((protocol, vaddr, vport))
+        vkey = addr_key(vaddr)
+        svc = self._by_addr.get((protocol, vkey, vport))
         if svc is None and protocol == TCP and self._ftp_services and (vport == FTPDATA or vport >= 1024):
-            svc = self._by_addr.get((protocol, vaddr, FTPPORT))
+            svc = self._by_addr.get((protocol, vkey, FTPPORT))
         if svc is None and self._null_services:
-            svc = self._by_addr.get((protocol, vaddr, 0))
+            svc = self._by_addr.get((protocol, vkey, 0))
         return svc
 
-    def _schedule(self, svc: SimService, protocol: int, saddr: IPAddress, sport: int,
+    def _schedule(self, svc: SimService, key: ConnKey, saddr: IPAddress, sport: int,
                   daddr: IPAddress, dport: int, now: float) -> Conn | None:
         """ip_vs_schedule(): pick a dest and create the connection."""
+        protocol = key[0]
         if sport == FTPDATA:
             return None  # never schedule active FTP data connections
         if svc.persistent:
-            return self._schedule_persistent(svc, protocol, saddr, sport, daddr, dport, now)
+            return self._schedule_persistent(svc, key, saddr, sport, daddr, dport, now)
         if not svc.fwmark and dport != svc.port:
             return None
         dest = self._pick(svc, protocol, saddr, sport, daddr, dport, now)
         if dest is None:
             return None
         flags = F_ONE_PACKET if svc.flags & SVC_ONEPACKET and protocol == UDP else 0
-        cp = self._new_conn((protocol, saddr, sport, daddr, dport), protocol, saddr, sport,
-                            daddr, dport, dest, dest.port or dport, flags)
+        cp = self._new_conn(key, protocol, saddr, sport, daddr, dport, dest, dest.port or dport, flags)
         if not flags:
             self.conns[cp.key] = cp
         self._count_conn(dest)
@@ -335,18 +343,20 @@ class Director:
         dest.service.stats.live[0] += 1
         self.stats.live[0] += 1
 
-    def template_key(self, svc: SimService, protocol: int, saddr: IPAddress, daddr: IPAddress,
-                     dport: int) -> tuple[object, ...]:
-        """The template's identity: (protocol, client network, vaddr or fwmark, vport)."""
+    @staticmethod
+    def template_key(svc: SimService, key: ConnKey) -> ConnKey:
+        """The template's identity: (protocol, client network, 0, vaddr or fwmark, vport)."""
+        protocol, caddr, _, vaddr, vport = key
         if svc.family == 4:
-            snet: IPAddress = ipaddress.IPv4Address(int(saddr) & svc.netmask)
+            snet = caddr & svc.netmask
         else:
-            snet = ipaddress.IPv6Network((saddr, svc.netmask), strict=False).network_address
-        if dport == svc.port:
-            return (protocol, snet, daddr, 0 if svc.port == FTPPORT else dport)
+            host_bits = 128 - svc.netmask
+            snet = (((caddr & ~V6) >> host_bits) << host_bits) | V6
+        if vport == svc.port:
+            return (protocol, snet, 0, vaddr, 0 if svc.port == FTPPORT else vport)
         if svc.fwmark:
-            return (0, snet, svc.fwmark, 0)  # IPPROTO_IP: shared by tcp and udp of the mark
-        return (protocol, snet, daddr, 0)
+            return (0, snet, 0, svc.fwmark, 0)  # IPPROTO_IP: shared by tcp and udp of the mark
+        return (protocol, snet, 0, vaddr, 0)
 
     def _template_valid(self, ct: Conn) -> bool:
         """ip_vs_check_template(): invalidate (re-key to port 65535) a template whose dest is gone."""
@@ -355,30 +365,32 @@ class Director:
             return True
         if ct.vport != INVALID_PORT:
             del self.templates[ct.key]
-            ct.vport = ct.dport = INVALID_PORT
+            ct.vport = ct.dport = INVALID_PORT  # no lookup matches it any more
             ct.cport = 0
             self.invalid_templates.add(ct)
         return False  # its timer is not refreshed
 
-    def _schedule_persistent(self, svc: SimService, protocol: int, saddr: IPAddress, sport: int,
+    def _schedule_persistent(self, svc: SimService, key: ConnKey, saddr: IPAddress, sport: int,
                              daddr: IPAddress, dport: int, now: float) -> Conn | None:
         """ip_vs_sched_persist(): reuse the client's template, or schedule and create one."""
-        tkey = self.template_key(svc, protocol, saddr, daddr, dport)
+        protocol = key[0]
+        tkey = self.template_key(svc, key)
         ct = self.templates.get(tkey)
         if ct is None or not self._template_valid(ct):
             dest = self._pick(svc, protocol, saddr, sport, daddr, dport, now)
             if dest is None:
                 return None
             tport = dest.port if dport == svc.port and svc.port != FTPPORT else 0
-            ct = self._new_conn(tkey, tkey[0], tkey[1], 0, tkey[2], tkey[3], dest, tport, F_TEMPLATE)  # type: ignore[arg-type]
+            snet = address_of(tkey[1])
+            vaddr: object = svc.fwmark if tkey[0] == 0 else daddr
+            ct = self._new_conn(tkey, tkey[0], snet, 0, vaddr, tkey[4], dest, tport, F_TEMPLATE)
             ct.timeout = float(svc.timeout)
             self.templates[tkey] = ct
         else:
             dest = ct.dest
         port = dest.port if dport == svc.port and dest.port else dport
         flags = F_ONE_PACKET if svc.flags & SVC_ONEPACKET and protocol == UDP else 0
-        cp = self._new_conn((protocol, saddr, sport, daddr, dport), protocol, saddr, sport, daddr,
-                            dport, dest, port, flags)
+        cp = self._new_conn(key, protocol, saddr, sport, daddr, dport, dest, port, flags)
         if not flags:
             self.conns[cp.key] = cp
         cp.control = ct  # ip_vs_control_add()
@@ -406,7 +418,7 @@ class Director:
                 del self._by_mark[key_m]
             return
         assert config.protocol is not None and config.address is not None
-        key_a = (config.protocol.number, config.address, config.port)
+        key_a = (config.protocol.number, addr_key(config.address), config.port)
         if delta > 0:
             self._by_addr[key_a] = svc
         else:

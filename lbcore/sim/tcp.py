@@ -8,6 +8,7 @@ STATE_NAMES = ("NONE", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT", "TIME_
                "CLOSE_WAIT", "LAST_ACK", "LISTEN", "SYNACK")
 #: tcp_state_active(): only these states count in ActiveConn.
 ACTIVE = frozenset({ESTABLISHED, SYN_SENT, SYN_RECV, SYNACK})
+IS_ACTIVE = tuple(s in ACTIVE for s in range(11))
 #: tcp_timeouts[] in seconds; --set changes ESTABLISHED and FIN_WAIT only.
 DEFAULT_TIMEOUTS = (2, 900, 120, 60, 120, 120, 10, 60, 30, 120, 120)
 
@@ -42,6 +43,16 @@ def event(flags: int) -> int:
         if flags & bit:
             return bit
     return 0
+
+
+def _by_flags(table: dict[int, tuple[int, ...]]) -> tuple[tuple[int, ...], ...]:
+    # Next states indexed by the packet's low flag byte, then the current state: one lookup per
+    # packet. A packet with none of rst/syn/fin/ack moves to CLOSE.
+    return tuple(table[event(f)] if event(f) else (CLOSE,) * 11 for f in range(32))
+
+
+#: NEXT[direction table][flags & 0x1F][state] -> next state
+NEXT_INPUT, NEXT_OUTPUT, NEXT_INPUT_ONLY = _by_flags(INPUT), _by_flags(OUTPUT), _by_flags(INPUT_ONLY)
 
 
 def next_state(table: dict[int, tuple[int, ...]], flags: int, state: int) -> int:
