@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -26,6 +27,7 @@ from lbcore.ops import (
 )
 from lbcore.sim import tcp
 from lbcore.sim.director import F_NOOUTPUT, Conn, Director
+from lbcore.sim.profile import LINUX_6_1, KernelProfile
 from lbcore.table import Table
 
 # Bytes the kernel counts per packet (skb->len: IPv4 header + TCP header with the options Linux
@@ -74,6 +76,8 @@ class SimBackend:
     Args:
         clock: the clock it runs on; a new :class:`~lbcore.clock.VirtualClock` by default.
         seed: seed of the random source that twos draws from.
+        kernel: the kernel to reproduce: a :class:`~lbcore.sim.profile.KernelProfile` or a
+            release name ("6.1").
 
     .. versionadded:: 0.1
     """
@@ -81,9 +85,10 @@ class SimBackend:
     name: ClassVar[str] = "sim"
     capabilities: ClassVar[frozenset[Capability]] = ALL_CAPABILITIES
 
-    def __init__(self, clock: Clock | None = None, seed: int = 0) -> None:
+    def __init__(self, clock: Clock | None = None, seed: int = 0, kernel: KernelProfile | str = LINUX_6_1) -> None:
         self.clock: Clock = clock if clock is not None else VirtualClock()
-        self.director = Director(self.clock.now, seed)
+        self.kernel = kernel if isinstance(kernel, KernelProfile) else KernelProfile(release=kernel)
+        self.director = Director(self.clock.now, seed, self.kernel)
         self._table = Table(timeouts=Timeouts(), sysctls=Sysctls())
         self._serial = 0
         self._next_port: dict[IPAddress, int] = {}
@@ -203,6 +208,23 @@ class SimBackend:
             return None
         self._serial += 1
         return Connection(self._serial, proto, caddr, cport, vaddr, vport, cp.daddr, cp.dport, cp)
+
+    def which(self, client: object, vip: object, vport: int, *, protocol: Protocol | str = Protocol.TCP,
+              client_port: int | None = None, mark: int = 0) -> str | None:
+        """The ``rip:rport`` a new connection from ``client`` would reach now, or None.
+
+        Nothing changes: the question is put to a copy of the simulated kernel (schedulers such
+        as rr and lblc change state when they pick). Its cost grows with the state held.
+
+        Raises:
+            InvalidField: an address or the protocol is not valid.
+        """
+        probe = SimBackend.__new__(SimBackend)
+        probe.clock, probe.director = copy.deepcopy((self.clock, self.director))
+        probe._table, probe._serial, probe._next_port = self._table, 0, {}
+        conn = probe.connect(client, vip, vport, protocol=protocol,
+                             client_port=client_port if client_port is not None else 0, mark=mark)
+        return conn.endpoint if conn is not None else None
 
     def disconnect(self, connection: Connection) -> None:
         """Close a TCP connection the way a client does: its FIN first, then the real server's.

@@ -16,6 +16,7 @@ from typing import Union
 from lbcore.enums import Protocol
 from lbcore.model import IPAddress, RealServer, ServiceKey, Sysctls, Timeouts, VirtualService
 from lbcore.sim import tcp
+from lbcore.sim.profile import LINUX_6_1, KernelProfile
 from lbcore.sim.schedulers import Packet, scheduler_class
 from lbcore.sim.state import AVAILABLE, SVC_ONEPACKET, Dest, SimService, Stats
 
@@ -86,10 +87,12 @@ class Director:
     Args:
         now: the clock's reading function.
         seed: seed of the random source (only twos draws from it).
+        profile: the kernel release and build options to reproduce.
     """
 
-    def __init__(self, now: Callable[[], float], seed: int = 0) -> None:
+    def __init__(self, now: Callable[[], float], seed: int = 0, profile: KernelProfile = LINUX_6_1) -> None:
         self.now = now
+        self.profile = profile
         self.random = random.Random(seed)
         self.sysctls = Sysctls()
         self.timeouts = list(tcp.DEFAULT_TIMEOUTS)

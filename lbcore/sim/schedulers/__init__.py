@@ -15,6 +15,7 @@ from lbcore.enums import Scheduler
 
 if TYPE_CHECKING:
     from lbcore.model import IPAddress, Sysctls
+    from lbcore.sim.profile import KernelProfile
     from lbcore.sim.state import Dest, SimService
 
 
@@ -39,6 +40,11 @@ class Host(Protocol):
 
     sysctls: Sysctls
     random: random.Random
+    profile: KernelProfile
+
+    def now(self) -> float:
+        """The virtual time."""
+        ...
 
     def call_at(self, when: float, callback: Callable[[float], None]) -> None:
         """Run ``callback(now)`` when the virtual clock reaches ``when``."""

@@ -13,9 +13,6 @@ from lbcore.model import IPAddress
 from lbcore.sim.schedulers import Host
 from lbcore.sim.schedulers._hash import fold, hash_32
 
-TAB_BITS = 10  # CONFIG_IP_VS_LBLC_TAB_BITS
-TAB_SIZE = 1 << TAB_BITS
-MAX_SIZE = TAB_SIZE * 16  # more entries than this starts the idle-entry collection
 CHECK_EXPIRE_INTERVAL = 60.0
 COUNT_FOR_FULL_EXPIRATION = 30
 ENTRY_TIMEOUT = 6 * 60.0
@@ -41,10 +38,12 @@ E = TypeVar("E", bound=Entry)
 class LocalityTable(Generic[E]):
     """ip_vs_lblc_table / ip_vs_lblcr_table."""
 
-    def __init__(self, host: Host, expiration: Callable[[], int]) -> None:
+    def __init__(self, host: Host, bits: int, expiration: Callable[[], int]) -> None:
         self.host = host
+        self.bits = bits  # IP_VS_LBLC_TAB_BITS
+        self.max_size = (1 << bits) * 16  # more entries than this starts the idle collection
         self.expiration = expiration  # the sysctl lblc_expiration or lblcr_expiration
-        self.buckets: list[list[E]] = [[] for _ in range(TAB_SIZE)]
+        self.buckets: list[list[E]] = [[] for _ in range(1 << bits)]
         self.index: dict[IPAddress, E] = {}
         # The kernel counts an entry when it is hashed and uncounts it only in the GC, so an
         # entry replaced by lblc (delete + new) is counted twice until the next collection.
@@ -59,13 +58,13 @@ class LocalityTable(Generic[E]):
 
     def insert(self, entry: E) -> None:
         """Hash a new entry at the head of its bucket."""
-        self.buckets[hash_32(fold(entry.addr), TAB_BITS)].insert(0, entry)
+        self.buckets[hash_32(fold(entry.addr), self.bits)].insert(0, entry)
         self.index[entry.addr] = entry
         self.entries += 1
 
     def unlink(self, entry: E) -> None:
         """Remove an entry without uncounting it (ip_vs_lblc_del)."""
-        self.buckets[hash_32(fold(entry.addr), TAB_BITS)].remove(entry)
+        self.buckets[hash_32(fold(entry.addr), self.bits)].remove(entry)
         del self.index[entry.addr]
         entry.release()
 
@@ -78,8 +77,9 @@ class LocalityTable(Generic[E]):
 
     def _sweep(self, now: float, idle: float, goal: int | None) -> None:
         j = self.rover
-        for _ in range(TAB_SIZE):
-            j = (j + 1) & (TAB_SIZE - 1)
+        size = len(self.buckets)
+        for _ in range(size):
+            j = (j + 1) & (size - 1)
             for entry in list(self.buckets[j]):
                 if now < entry.lastuse + idle:
                     continue
@@ -98,9 +98,9 @@ class LocalityTable(Generic[E]):
         if self.counter % COUNT_FOR_FULL_EXPIRATION == 0:
             self._sweep(now, float(self.expiration()), None)
             self.counter = 1
-        elif self.entries <= MAX_SIZE:
+        elif self.entries <= self.max_size:
             self.counter += 1
         else:
-            goal = min((self.entries - MAX_SIZE) * 4 // 3, MAX_SIZE // 2)
+            goal = min((self.entries - self.max_size) * 4 // 3, self.max_size // 2)
             self._sweep(now, ENTRY_TIMEOUT, goal)
         self.host.call_at(now + CHECK_EXPIRE_INTERVAL, self._check_expire)

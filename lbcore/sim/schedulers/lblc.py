@@ -34,7 +34,7 @@ class LocalityBasedLeastConnection(SchedulerImpl):
     def __init__(self, svc: SimService, host: Host) -> None:
         super().__init__(svc, host)
         self.table: LocalityTable[LBLCEntry] = LocalityTable(
-            host, lambda: host.sysctls.lblc_expiration
+            host, host.profile.lblc_tab_bits, lambda: host.sysctls.lblc_expiration
         )
 
     def done(self) -> None:

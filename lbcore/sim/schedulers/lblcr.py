@@ -73,7 +73,7 @@ class LocalityBasedLeastConnectionReplicated(SchedulerImpl):
     def __init__(self, svc: SimService, host: Host) -> None:
         super().__init__(svc, host)
         self.table: LocalityTable[LBLCREntry] = LocalityTable(
-            host, lambda: host.sysctls.lblcr_expiration
+            host, host.profile.lblcr_tab_bits, lambda: host.sysctls.lblcr_expiration
         )
 
     def done(self) -> None:

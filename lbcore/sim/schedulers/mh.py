@@ -10,8 +10,6 @@ from lbcore.sim.schedulers._hash import fold, hsiphash_u32
 from lbcore.sim.schedulers.sh import SCHED_FALLBACK, hash_port, unavailable
 from lbcore.sim.state import Dest, SimService
 
-TAB_SIZE = 4093  # the prime for CONFIG_IP_VS_MH_TAB_INDEX=12
-TAB_BITS = 6  # IP_VS_MH_TAB_INDEX / 2
 # Fixed, not random: ip_vs_mh_init_svc() sets these keys.
 HASH1 = (2654435761, 2654435761)
 HASH2 = (2654446892, 2654446892)
@@ -34,12 +32,14 @@ class MaglevHashing(SchedulerImpl):
 
     def __init__(self, svc: SimService, host: Host) -> None:
         super().__init__(svc, host)
-        self.lookup: list[Dest | None] = [None] * TAB_SIZE
+        self.size = host.profile.mh_tab_size  # a prime: 4093 for CONFIG_IP_VS_MH_TAB_INDEX=12
+        self.tab_bits = host.profile.mh_tab_index // 2
+        self.lookup: list[Dest | None] = [None] * self.size
         self._reassign()
 
     def _reassign(self) -> None:
         dests = self.svc.dests
-        if len(dests) > TAB_SIZE:
+        if len(dests) > self.size:
             return  # the kernel returns -EINVAL, which the hooks ignore: the table goes stale
         # gcd and rshift use last_weight, so a dest edited to weight 0 keeps its slots.
         g = 0
@@ -47,21 +47,21 @@ class MaglevHashing(SchedulerImpl):
             if dest.last_weight > 0:
                 g = gcd(dest.last_weight, g) if g > 0 else dest.last_weight
         if g < 1:
-            self.lookup = [None] * TAB_SIZE
+            self.lookup = [None] * self.size
             return
         mw = max(d.last_weight for d in dests) // g
-        rshift = max(0, mw.bit_length() - TAB_BITS)
+        rshift = max(0, mw.bit_length() - self.tab_bits)
         family = self.svc.family
         perm: list[int] = []
         skip: list[int] = []
         turns: list[int] = []
         for dest in dests:
             value = fold_as(dest.address, family)
-            perm.append(hashkey(value, dest.port, HASH1) % TAB_SIZE)
-            skip.append(hashkey(value, dest.port, HASH2) % (TAB_SIZE - 1) + 1)
+            perm.append(hashkey(value, dest.port, HASH1) % self.size)
+            skip.append(hashkey(value, dest.port, HASH2) % (self.size - 1) + 1)
             turns.append(((dest.last_weight // g) >> rshift) or (1 if dest.last_weight else 0))
-        lookup: list[Dest | None] = [None] * TAB_SIZE
-        filled = bytearray(TAB_SIZE)
+        lookup: list[Dest | None] = [None] * self.size
+        filled = bytearray(self.size)
         n = dt_count = 0
         while True:
             i = 0
@@ -71,12 +71,12 @@ class MaglevHashing(SchedulerImpl):
                     continue
                 c = perm[i]
                 while filled[c]:
-                    c = (c + skip[i]) % TAB_SIZE
+                    c = (c + skip[i]) % self.size
                 perm[i] = c
                 filled[c] = 1
                 lookup[c] = dests[i]
                 n += 1
-                if n == TAB_SIZE:
+                if n == self.size:
                     self.lookup = lookup
                     return
                 dt_count += 1
@@ -96,7 +96,7 @@ class MaglevHashing(SchedulerImpl):
     def schedule(self, pkt: Packet) -> Dest | None:
         value = fold_as(pkt.saddr, self.svc.family)
         port = hash_port(self.svc.flags, pkt)
-        h = hashkey(value, port, HASH1) % TAB_SIZE
+        h = hashkey(value, port, HASH1) % self.size
         dest = self.lookup[h]
         if dest is None:
             return None
@@ -105,8 +105,8 @@ class MaglevHashing(SchedulerImpl):
         if not self.svc.flags & SCHED_FALLBACK:
             return None
         # ip_vs_mh_get_fallback(): every probe hashes again with an offset.
-        for offset in range(TAB_SIZE):
-            dest = self.lookup[hashkey(value, port, HASH1, (offset + h) % TAB_SIZE) % TAB_SIZE]
+        for offset in range(self.size):
+            dest = self.lookup[hashkey(value, port, HASH1, (offset + h) % self.size) % self.size]
             if dest is None:
                 return None
             if not unavailable(dest):

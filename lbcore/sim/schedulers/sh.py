@@ -6,9 +6,6 @@ from lbcore.sim.schedulers import Host, Packet, SchedulerImpl
 from lbcore.sim.schedulers._hash import fold, hash_32
 from lbcore.sim.state import OVERLOAD, Dest, SimService
 
-TAB_BITS = 8  # CONFIG_IP_VS_SH_TAB_BITS
-TAB_SIZE = 1 << TAB_BITS
-TAB_MASK = TAB_SIZE - 1
 SCHED_FALLBACK = 0x08  # IP_VS_SVC_F_SCHED_SH_FALLBACK (SCHED1)
 SCHED_PORT = 0x10  # IP_VS_SVC_F_SCHED_SH_PORT (SCHED2)
 PORT_PROTOCOLS = (6, 17, 132)  # tcp, udp, sctp carry a port
@@ -29,6 +26,8 @@ class SourceHashing(SchedulerImpl):
 
     def __init__(self, svc: SimService, host: Host) -> None:
         super().__init__(svc, host)
+        self.bits = host.profile.sh_tab_bits  # CONFIG_IP_VS_SH_TAB_BITS
+        self.size = 1 << self.bits
         self.buckets: list[Dest | None] = []
         self._reassign()
 
@@ -36,11 +35,11 @@ class SourceHashing(SchedulerImpl):
         # ip_vs_sh_reassign(): walk the list cyclically; a dest stays for max(weight, 1) buckets.
         dests = self.svc.dests
         if not dests:
-            self.buckets = [None] * TAB_SIZE
+            self.buckets = [None] * self.size
             return
         buckets: list[Dest | None] = []
         i = count = 0
-        for _ in range(TAB_SIZE):
+        for _ in range(self.size):
             dest = dests[i]
             buckets.append(dest)
             count += 1
@@ -58,10 +57,9 @@ class SourceHashing(SchedulerImpl):
     def upd_dest(self, dest: Dest) -> None:
         self._reassign()
 
-    @staticmethod
-    def hashkey(value: int, port: int, offset: int) -> int:
-        """ip_vs_sh_hashkey(): (offset + hash_32(port + fold(addr), 8)) & 255."""
-        return (offset + hash_32((port + value) & 0xFFFFFFFF, TAB_BITS)) & TAB_MASK
+    def hashkey(self, value: int, port: int, offset: int) -> int:
+        """ip_vs_sh_hashkey(): (offset + hash_32(port + fold(addr), bits)) & (size - 1)."""
+        return (offset + hash_32((port + value) & 0xFFFFFFFF, self.bits)) & (self.size - 1)
 
     def schedule(self, pkt: Packet) -> Dest | None:
         value = fold(pkt.saddr)
@@ -75,8 +73,8 @@ class SourceHashing(SchedulerImpl):
         if not self.svc.flags & SCHED_FALLBACK:
             return None
         # ip_vs_sh_get_fallback(): the probe adds h twice, so it starts at bucket 2h.
-        for offset in range(TAB_SIZE):
-            dest = self.buckets[self.hashkey(value, port, (offset + h) % TAB_SIZE)]
+        for offset in range(self.size):
+            dest = self.buckets[self.hashkey(value, port, (offset + h) % self.size)]
             if dest is None:
                 return None
             if not unavailable(dest):

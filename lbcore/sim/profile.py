@@ -1,0 +1,64 @@
+"""Kernel profiles: the build options and release whose behaviour the simulator reproduces."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from lbcore.errors import InvalidField
+
+# ip_vs_mh.c primes[], indexed by CONFIG_IP_VS_MH_TAB_INDEX - 8.
+MH_PRIMES = (251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071)
+
+
+def _bits(lo: int, hi: int) -> Any:
+    def check(inst: object, attribute: attrs.Attribute[int], value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise InvalidField("KernelProfile", attribute.name, value, f"is not in {lo}..{hi} (its Kconfig range)")
+
+    return check
+
+
+@attrs.frozen
+class KernelProfile:
+    """The kernel the simulator mirrors: its release and the IPVS build options that change decisions.
+
+    The defaults are Debian's Linux 6.1 (the kernel of the test harness): HZ=250 and the Kconfig
+    defaults for every IPVS table. A kernel built with other table sizes hashes clients to other
+    buckets (sh, dh, mh) and caches differently (lblc, lblcr); give its options here.
+
+    .. versionadded:: 0.1
+    """
+
+    release: str = attrs.field(default="6.1")
+    hz: int = attrs.field(default=250, validator=_bits(100, 1000))
+    conn_tab_bits: int = attrs.field(default=12, validator=_bits(8, 20))  # CONFIG_IP_VS_TAB_BITS
+    sh_tab_bits: int = attrs.field(default=8, validator=_bits(4, 20))  # CONFIG_IP_VS_SH_TAB_BITS
+    dh_tab_bits: int = attrs.field(default=8, validator=_bits(4, 20))  # CONFIG_IP_VS_DH_TAB_BITS
+    mh_tab_index: int = attrs.field(default=12, validator=_bits(8, 17))  # CONFIG_IP_VS_MH_TAB_INDEX
+    lblc_tab_bits: int = attrs.field(default=10, validator=_bits(1, 20))  # fixed in the source
+    lblcr_tab_bits: int = attrs.field(default=10, validator=_bits(1, 20))
+
+    def __attrs_post_init__(self) -> None:
+        if self.release not in RELEASES:
+            raise InvalidField(
+                "KernelProfile", "release", self.release,
+                f"is not a release the simulator reproduces ({', '.join(sorted(RELEASES))})",
+            )
+
+    @property
+    def conn_tab_size(self) -> int:
+        """Buckets of the connection table (``size=`` in ipvsadm -L)."""
+        return 1 << self.conn_tab_bits
+
+    @property
+    def mh_tab_size(self) -> int:
+        """Slots of the Maglev lookup table: a prime."""
+        return MH_PRIMES[self.mh_tab_index - 8]
+
+
+# Releases whose IPVS behaviour the simulator has been checked against (by recorded traces).
+RELEASES = frozenset({"6.1"})
+
+LINUX_6_1 = KernelProfile()
