@@ -1,0 +1,237 @@
+"""One conformance suite for every backend: the same ops give the same table and the same errors.
+
+Use it from a test module of one line per backend::
+
+    from lbcore.testing.conformance import BackendConformance, fixture
+
+    class TestSim(BackendConformance):
+        backend = fixture("sim")
+
+Tests of a feature are guarded by capability (:func:`requires`): for a backend that lacks it,
+the suite asserts the :class:`~lbcore.errors.Unsupported` refusal instead, and that nothing changed.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import attrs
+import pytest
+
+from lbcore.backend import Backend, Capability
+from lbcore.balancer import Balancer
+from lbcore.enums import Scheduler
+from lbcore.errors import (
+    InvalidField,
+    RealServerExists,
+    RealServerNotFound,
+    ServiceExists,
+    ServiceNotFound,
+    Unsupported,
+)
+from lbcore.model import Persistence, RealServer, Timeouts, Tunnel, VirtualService
+from lbcore.ops import AddRealServer, AddService, DeleteService, EditRealServer
+from lbcore.registry import open_backend
+from lbcore.table import Table
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+VIP = "192.0.2.10"
+VIP6 = "2001:db8::10"
+RIPS = ("198.51.100.1", "198.51.100.2", "198.51.100.3")
+
+
+def fixture(name: str, **options: Any) -> Any:
+    """A pytest fixture that opens backend ``name`` for each test and closes it after."""
+
+    @pytest.fixture
+    def backend(self: object) -> Iterator[Backend]:
+        opened = open_backend(name, **options)
+        try:
+            yield opened
+        finally:
+            opened.close()
+
+    return backend
+
+
+def requires(*capabilities: Capability) -> Callable[[F], F]:
+    """Run the test where the backend has ``capabilities``; elsewhere expect Unsupported."""
+
+    def decorate(test: F) -> F:
+        @functools.wraps(test)
+        def run(self: BackendConformance, backend: Backend) -> None:
+            missing = set(capabilities) - backend.capabilities
+            if not missing:
+                test(self, backend)
+                return
+            before = backend.read()
+            with pytest.raises(Unsupported) as refused:
+                test(self, backend)
+            assert refused.value.capability in missing
+            assert backend.read() == before
+
+        return run  # type: ignore[return-value]
+
+    return decorate
+
+
+def web(scheduler: str = "wlc", **kwargs: Any) -> VirtualService:
+    """A TCP service on port 80 with three NAT real servers."""
+    kwargs.setdefault("real_servers", [RealServer(rip, 80, forward="nat") for rip in RIPS])
+    return VirtualService(protocol="tcp", address=VIP, port=80, scheduler=scheduler, **kwargs)
+
+
+class BackendConformance:
+    """The contract every backend keeps. Subclasses set ``backend = fixture(name)``."""
+
+    def test_a_new_backend_owns_no_services(self, backend: Backend) -> None:
+        assert len(backend.read()) == 0
+
+    def test_add_service_reads_back_the_same_service(self, backend: Backend) -> None:
+        Balancer(backend).add_service(web())
+        assert list(backend.read()) == [web()]
+
+    def test_add_existing_service_raises_service_exists(self, backend: Backend) -> None:
+        lb = Balancer(backend)
+        lb.add_service(web())
+        before = backend.read()
+        with pytest.raises(ServiceExists):
+            lb.add_service(web(scheduler="rr"))
+        assert backend.read() == before
+
+    def test_real_server_for_a_missing_service_raises_service_not_found(self, backend: Backend) -> None:
+        with pytest.raises(ServiceNotFound):
+            Balancer(backend).add_real_server(web().key, RealServer(RIPS[0], 80))
+        assert len(backend.read()) == 0
+
+    def test_adding_an_existing_real_server_raises_real_server_exists(self, backend: Backend) -> None:
+        lb = Balancer(backend)
+        lb.add_service(web())
+        with pytest.raises(RealServerExists):
+            lb.add_real_server(web().key, RealServer(RIPS[0], 80, forward="nat", weight=5))
+        assert list(backend.read()) == [web()]
+
+    def test_editing_a_missing_real_server_raises_real_server_not_found(self, backend: Backend) -> None:
+        lb = Balancer(backend)
+        lb.add_service(web())
+        with pytest.raises(RealServerNotFound):
+            lb.edit_real_server(web().key, RealServer("198.51.100.99", 80, forward="nat"))
+        with pytest.raises(RealServerNotFound):
+            lb.delete_real_server(web().key, ipaddress.ip_address("198.51.100.99"), 80)
+
+    def test_deleting_a_missing_service_raises_service_not_found(self, backend: Backend) -> None:
+        with pytest.raises(ServiceNotFound):
+            Balancer(backend).delete_service(web().key)
+
+    def test_a_failing_op_leaves_the_whole_batch_unapplied(self, backend: Backend) -> None:
+        lb = Balancer(backend)
+        lb.add_service(web())
+        before = backend.read()
+        other = VirtualService(protocol="tcp", address=VIP, port=443)
+        with pytest.raises(ServiceExists):
+            lb.execute([AddService(other), AddService(web().settings)])
+        assert backend.read() == before
+
+    def test_dr_real_server_on_another_port_is_refused(self, backend: Backend) -> None:
+        lb = Balancer(backend)
+        lb.add_service(web(real_servers=[]))
+        with pytest.raises(InvalidField) as refused:
+            lb.execute([AddRealServer(web().key, RealServer(RIPS[0], 8080, forward="dr"))])
+        assert refused.value.field == "port" and refused.value.value == 8080
+        assert list(backend.read()) == [web(real_servers=[])]
+
+    def test_applying_a_desired_state_twice_plans_nothing_the_second_time(self, backend: Backend) -> None:
+        lb = Balancer(backend)
+        dns = VirtualService(protocol="udp", address=VIP, port=53, scheduler="rr",
+                             real_servers=[RealServer(RIPS[1], 53, forward="nat")])
+        desired = [web(), dns]
+        assert lb.apply(desired)
+        assert lb.plan(desired) == []
+        assert lb.apply(desired) == []
+
+    def test_changing_one_weight_is_one_edit(self, backend: Backend) -> None:
+        lb = Balancer(backend)
+        lb.apply([web()])
+        changed = web(real_servers=[RealServer(rip, 80, forward="nat", weight=5 if rip == RIPS[1] else 1)
+                                    for rip in RIPS])
+        ops = lb.apply([changed])
+        assert ops == [EditRealServer(web().key, RealServer(RIPS[1], 80, forward="nat", weight=5))]
+        assert list(backend.read()) == [changed]
+
+    def test_edit_service_keeps_its_real_servers(self, backend: Backend) -> None:
+        lb = Balancer(backend)
+        lb.add_service(web())
+        lb.edit_service(web(scheduler="rr"))
+        assert list(backend.read()) == [web(scheduler="rr")]
+
+    def test_delete_service_removes_its_real_servers(self, backend: Backend) -> None:
+        lb = Balancer(backend)
+        lb.add_service(web())
+        lb.delete_service(web())
+        lb.add_service(web(real_servers=[]))
+        assert list(backend.read()) == [web(real_servers=[])]
+
+    def test_desired_state_without_a_service_deletes_it(self, backend: Backend) -> None:
+        lb = Balancer(backend)
+        lb.apply([web()])
+        assert lb.apply([]) == [DeleteService(web().key)]
+        assert len(backend.read()) == 0
+
+    @pytest.mark.parametrize("scheduler", [s.value for s in Scheduler])
+    def test_every_scheduler_reads_back(self, backend: Backend, scheduler: str) -> None:
+        @requires(Capability.for_scheduler(Scheduler(scheduler)))
+        def check(self: BackendConformance, backend: Backend) -> None:
+            Balancer(backend).add_service(web(scheduler))
+            assert [s.scheduler.value for s in backend.read()] == [scheduler]
+
+        check(self, backend)
+
+    @requires(Capability.PERSISTENCE, Capability.PERSISTENCE_NETMASK)
+    def test_persistence_with_netmask_reads_back(self, backend: Backend) -> None:
+        svc = web(persistence=Persistence(timeout=300, netmask="255.255.255.0"))
+        Balancer(backend).add_service(svc)
+        assert list(backend.read()) == [svc]
+
+    @requires(Capability.FWMARK, Capability.FORWARD_DR)
+    def test_fwmark_service_reads_back(self, backend: Backend) -> None:
+        svc = VirtualService(fwmark=1, scheduler="rr", real_servers=[RealServer(RIPS[0], 0)])
+        Balancer(backend).add_service(svc)
+        assert list(backend.read()) == [svc]
+
+    @requires(Capability.IPV6, Capability.FORWARD_NAT)
+    def test_ipv6_service_reads_back(self, backend: Backend) -> None:
+        svc = VirtualService(protocol="tcp", address=VIP6, port=443, scheduler="sh", flags=["sh-port"],
+                             real_servers=[RealServer("2001:db8::1:1", 8443, forward="nat")])
+        Balancer(backend).add_service(svc)
+        assert list(backend.read()) == [svc]
+
+    @requires(Capability.FORWARD_TUNNEL)
+    def test_tunnel_real_server_reads_back(self, backend: Backend) -> None:
+        svc = web(real_servers=[RealServer(RIPS[0], 80, forward="tunnel",
+                                           tunnel=Tunnel(type="gue", port=6080, checksum="csum"))])
+        Balancer(backend).add_service(svc)
+        assert list(backend.read()) == [svc]
+
+    @requires(Capability.THRESHOLDS)
+    def test_thresholds_read_back(self, backend: Backend) -> None:
+        svc = web(real_servers=[RealServer(RIPS[0], 80, forward="nat", u_threshold=100, l_threshold=50)])
+        Balancer(backend).add_service(svc)
+        assert list(backend.read()) == [svc]
+
+    @requires(Capability.TIMEOUTS)
+    def test_timeouts_read_back(self, backend: Backend) -> None:
+        Balancer(backend).set_timeouts(Timeouts(tcp=600, tcpfin=30, udp=60))
+        assert backend.read().timeouts == Timeouts(tcp=600, tcpfin=30, udp=60)
+
+    def test_read_returns_an_immutable_table(self, backend: Backend) -> None:
+        Balancer(backend).add_service(web())
+        table = backend.read()
+        assert isinstance(table, Table)
+        with pytest.raises(TypeError):
+            table.services[web().key] = web("rr")  # type: ignore[index]
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            table.timeouts = None  # type: ignore[misc]
