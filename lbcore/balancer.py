@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, Union
+from typing import Any
 
 from lbcore.backend import Backend, require
 from lbcore.model import IPAddress, RealServer, ServiceKey, Sysctls, Timeouts, VirtualService
@@ -23,8 +23,8 @@ from lbcore.plan import plan
 from lbcore.registry import open_backend
 from lbcore.table import Table
 
-Desired = Union[Table, Iterable[VirtualService]]
-ServiceRef = Union[VirtualService, ServiceKey]
+Desired = Table | Iterable[VirtualService]
+ServiceRef = VirtualService | ServiceKey
 
 
 def _key(service: ServiceRef) -> ServiceKey:

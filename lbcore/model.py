@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Iterable
-from typing import Any, Union
+from typing import Any, cast
 
 import attrs
 
@@ -24,7 +24,7 @@ from lbcore.enums import (
 )
 from lbcore.errors import InvalidField
 
-IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 INT_MAX = 2**31 - 1
 U32_MAX = 2**32 - 1
@@ -51,14 +51,36 @@ def _as_address(value: object) -> object:
     return value
 
 
-def _as_enum(enum_type: type[Any]) -> Callable[[object], object]:
-    def convert(value: object) -> object:
-        try:
-            return enum_type(value)
-        except ValueError:
-            return value
+def _to_enum(enum_type: type[Any], value: object) -> Any:
+    """The enum member for ``value``; anything else is left for the validator to name."""
+    try:
+        return enum_type(value)
+    except ValueError:
+        return value
 
-    return convert
+
+def _as_forward_method(value: object) -> Any:
+    return _to_enum(ForwardMethod, value)
+
+
+def _as_persistence_engine(value: object) -> Any:
+    return _to_enum(PersistenceEngine, value)
+
+
+def _as_protocol(value: object) -> Any:
+    return _to_enum(Protocol, value)
+
+
+def _as_scheduler(value: object) -> Any:
+    return _to_enum(Scheduler, value)
+
+
+def _as_tunnel_checksum(value: object) -> Any:
+    return _to_enum(TunnelChecksum, value)
+
+
+def _as_tunnel_type(value: object) -> Any:
+    return _to_enum(TunnelType, value)
 
 
 def _address(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -110,12 +132,12 @@ class Tunnel:
     """
 
     type: TunnelType = attrs.field(
-        default=TunnelType.IPIP, converter=_as_enum(TunnelType), validator=_member_of(TunnelType)
+        default=TunnelType.IPIP, converter=_as_tunnel_type, validator=_member_of(TunnelType)
     )
     port: int = attrs.field(default=0, validator=_port)
     checksum: TunnelChecksum = attrs.field(
         default=TunnelChecksum.NOCSUM,
-        converter=_as_enum(TunnelChecksum),
+        converter=_as_tunnel_checksum,
         validator=_member_of(TunnelChecksum),
     )
 
@@ -153,7 +175,7 @@ class RealServer:
     weight: int = attrs.field(default=1, validator=_int_in(0, INT_MAX, "a weight"))
     forward: ForwardMethod = attrs.field(
         default=ForwardMethod.DR,
-        converter=_as_enum(ForwardMethod),
+        converter=_as_forward_method,
         validator=_member_of(ForwardMethod),
     )
     u_threshold: int = attrs.field(default=0, validator=_int_in(0, INT_MAX, "a threshold"))
@@ -230,7 +252,7 @@ class Persistence:
     )
     engine: PersistenceEngine | None = attrs.field(
         default=None,
-        converter=attrs.converters.optional(_as_enum(PersistenceEngine)),
+        converter=attrs.converters.optional(_as_persistence_engine),
         validator=attrs.validators.optional(_member_of(PersistenceEngine)),
     )
 
@@ -269,7 +291,7 @@ def _as_flags(value: object) -> object:
         value = (value,)
     if isinstance(value, Iterable):
         items = list(value)
-        converted = [_as_enum(SchedulerFlag)(v) for v in items]
+        converted = [_to_enum(SchedulerFlag, v) for v in items]
         if all(isinstance(v, SchedulerFlag) for v in converted):
             return frozenset(converted)
     return value
@@ -311,7 +333,7 @@ class VirtualService:
 
     protocol: Protocol | None = attrs.field(
         default=None,
-        converter=attrs.converters.optional(_as_enum(Protocol)),
+        converter=attrs.converters.optional(_as_protocol),
         validator=attrs.validators.optional(_member_of(Protocol)),
     )
     address: IPAddress | None = attrs.field(
@@ -324,7 +346,7 @@ class VirtualService:
     family: int = attrs.field(default=0, kw_only=True)
     scheduler: Scheduler = attrs.field(
         default=Scheduler.WLC,
-        converter=_as_enum(Scheduler),
+        converter=_as_scheduler,
         validator=_member_of(Scheduler),
         kw_only=True,
     )
@@ -465,8 +487,10 @@ class Sysctls:
         if name not in self.names():
             raise InvalidField("Sysctls", name, value, f"is not a modelled sysctl ({', '.join(self.names())})")
         current = getattr(self, name)
+        value = cast(Any, value)
         if isinstance(current, bool) and isinstance(value, (str, int)) and str(value) in ("0", "1"):
             value = str(value) == "1"
         elif isinstance(value, str) and value.lstrip("-").isdigit():
             value = int(value)
-        return attrs.evolve(self, **{name: value})
+        changed: dict[str, Any] = {name: value}
+        return attrs.evolve(self, **changed)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from typing import ClassVar, Union
+from typing import ClassVar
 
 import attrs
 
@@ -141,16 +141,16 @@ class SetSysctls:
         return "set_sysctls"
 
 
-Op = Union[
-    AddService,
-    EditService,
-    DeleteService,
-    AddRealServer,
-    EditRealServer,
-    DeleteRealServer,
-    SetTimeouts,
-    SetSysctls,
-]
+Op = (
+    AddService
+    | EditService
+    | DeleteService
+    | AddRealServer
+    | EditRealServer
+    | DeleteRealServer
+    | SetTimeouts
+    | SetSysctls
+)
 
 
 def _service(services: dict[ServiceKey, VirtualService], key: ServiceKey) -> VirtualService:
@@ -181,7 +181,7 @@ def _transition(services: dict[ServiceKey, VirtualService], table: Table, op: Op
         if isinstance(op, AddRealServer):
             if present:
                 raise RealServerExists(f"{op.key} has real server {op.real_server.endpoint}")
-            real_servers = svc.real_servers + (op.real_server,)
+            real_servers = (*svc.real_servers, op.real_server)
         else:
             if not present:
                 raise RealServerNotFound(f"{op.key} has no real server {op.real_server.endpoint}")

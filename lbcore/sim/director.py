@@ -11,7 +11,6 @@ import heapq
 import ipaddress
 import random
 from collections.abc import Callable, Iterator
-from typing import Union
 
 from lbcore.enums import Protocol
 from lbcore.model import IPAddress, RealServer, ServiceKey, Sysctls, Timeouts, VirtualService
@@ -37,9 +36,25 @@ JIFFY = 1 / 250  # HZ=250 on Debian's kernels
 class Conn:
     """A connection or persistence template (struct ip_vs_conn)."""
 
-    __slots__ = ("protocol", "caddr", "cport", "vaddr", "vport", "daddr", "dport", "dest",
-                 "flags", "state", "timeout", "expires", "heap_at", "control", "n_control",
-                 "key", "dead")
+    __slots__ = (
+        "caddr",
+        "control",
+        "cport",
+        "daddr",
+        "dead",
+        "dest",
+        "dport",
+        "expires",
+        "flags",
+        "heap_at",
+        "key",
+        "n_control",
+        "protocol",
+        "state",
+        "timeout",
+        "vaddr",
+        "vport",
+    )
 
     def __init__(self, key: tuple[int, int, int, int, int], protocol: int, caddr: IPAddress, cport: int,
                  vaddr: object, vport: int, dest: Dest, dport: int, flags: int) -> None:
@@ -66,7 +81,7 @@ class Conn:
         return bool(self.flags & F_TEMPLATE)
 
 
-TimerItem = Union[Conn, Callable[[float], None]]
+TimerItem = Conn | Callable[[float], None]
 ConnKey = tuple[int, int, int, int, int]
 V6 = 1 << 128  # marks an IPv6 address in a key, so no IPv4 address can equal it
 
@@ -95,7 +110,7 @@ class Director:
         self.profile = profile
         self.random = random.Random(seed)
         self.sysctls = Sysctls()
-        self.timeouts = list(tcp.DEFAULT_TIMEOUTS)
+        self.timeouts = [float(t) for t in tcp.DEFAULT_TIMEOUTS]
         self.udp_timeout = 300.0
         self.services: dict[ServiceKey, SimService] = {}
         self._by_addr: dict[tuple[int, int, int], SimService] = {}
@@ -242,12 +257,12 @@ class Director:
         cp = self.conns.get(key)
         if cp is not None:
             sysctls = self.sysctls
-            if protocol == TCP and flags & tcp.SYN and sysctls.conn_reuse_mode:
-                # A SYN on an old entry: reschedule when the kernel expects a new connection.
-                if (sysctls.expire_nodest_conn and cp.dest.weight == 0) or self._new_conn_expected(cp):
-                    if not cp.n_control:
-                        self._expire_now(cp)
-                    cp = None
+            # A SYN on an old entry: reschedule when the kernel expects a new connection.
+            if (protocol == TCP and flags & tcp.SYN and sysctls.conn_reuse_mode
+                    and ((sysctls.expire_nodest_conn and cp.dest.weight == 0) or self._new_conn_expected(cp))):
+                if not cp.n_control:
+                    self._expire_now(cp)
+                cp = None
             if cp is not None and not cp.dest.flags & AVAILABLE:
                 # The real server was deleted: drop, and leave the timer alone.
                 if not sysctls.expire_nodest_conn:

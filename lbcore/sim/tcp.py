@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 NONE, ESTABLISHED, SYN_SENT, SYN_RECV, FIN_WAIT, TIME_WAIT, CLOSE, CLOSE_WAIT, LAST_ACK, \
     LISTEN, SYNACK = range(11)
 STATE_NAMES = ("NONE", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT", "TIME_WAIT", "CLOSE",
@@ -45,7 +47,7 @@ def event(flags: int) -> int:
     return 0
 
 
-def _by_flags(table: dict[int, tuple[int, ...]]) -> tuple[tuple[int, ...], ...]:
+def _by_flags(table: Mapping[int, tuple[int, ...]]) -> tuple[tuple[int, ...], ...]:
     # Next states indexed by the packet's low flag byte, then the current state: one lookup per
     # packet. A packet with none of rst/syn/fin/ack moves to CLOSE.
     return tuple(table[event(f)] if event(f) else (CLOSE,) * 11 for f in range(32))

@@ -119,14 +119,14 @@ def run(sim: SimBackend, workload: Workload) -> WorkloadResult:
             sim.run_until(start + when)
             sim.disconnect(conn)
         sim.run_until(start + begin)
-        conn = sim.connect(client, workload.vip, workload.vport, protocol=workload.protocol, mark=workload.mark)
-        if conn is None:
+        opened = sim.connect(client, workload.vip, workload.vport, protocol=workload.protocol, mark=workload.mark)
+        if opened is None:
             refused += 1
             assignments.append((client, None))
             continue
-        per_rs[conn.endpoint] += 1
-        assignments.append((client, conn.endpoint))
-        heapq.heappush(pending, (end, n, conn))
+        per_rs[opened.endpoint] += 1
+        assignments.append((client, opened.endpoint))
+        heapq.heappush(pending, (end, n, opened))
     while pending:
         when, _, conn = heapq.heappop(pending)
         sim.run_until(start + when)

@@ -102,7 +102,9 @@ def test_tunnel_options_are_read() -> None:
         ("-A -f 1 -s rr -p 60 -M 255.255.0.0 -6", "VirtualService.persistence", ipaddress.IPv4Address("255.255.0.0")),
     ],
 )
-def test_a_malformed_line_raises_a_parse_error_naming_the_option_and_value(line: str, field: str, value: object) -> None:
+def test_a_malformed_line_raises_a_parse_error_naming_the_option_and_value(
+    line: str, field: str, value: object
+) -> None:
     with pytest.raises(ParseError) as error:
         parse_command(line, Table(), "rules line 7")
     assert (error.value.owner, error.value.field, error.value.value) == ("rules line 7", field, value)

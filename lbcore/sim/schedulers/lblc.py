@@ -44,10 +44,10 @@ class LocalityBasedLeastConnection(SchedulerImpl):
         entry = self.table.get(pkt.daddr)
         if entry is not None:
             entry.lastuse = pkt.now
-            dest = entry.dest
+            hit = entry.dest
             # A cache hit ignores the OVERLOAD flag (thresholds); it uses is_overloaded() instead.
-            if dest.flags & AVAILABLE and dest.weight > 0 and not is_overloaded(dest, self.svc):
-                return dest
+            if hit.flags & AVAILABLE and hit.weight > 0 and not is_overloaded(hit, self.svc):
+                return hit
         dest = weighted_least(self.svc.dests)
         if dest is None:
             return None
