@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import shlex
+import typing
 from collections.abc import Iterable, Sequence
 
 from lbcore.enums import ForwardMethod, Protocol, Scheduler, SchedulerFlag, TunnelChecksum, TunnelType
@@ -322,13 +323,23 @@ def _cmp_services(a: VirtualService, b: VirtualService) -> int:
     return a.port - b.port
 
 
-def _cmp_real_servers(a: RealServer, b: RealServer) -> int:
-    """libipvs ipvs_cmp_dests(): address (wrapping), then port."""
-    for x, y in zip(_addr_words(a.address), _addr_words(b.address)):
+def _cmp_real_servers(a: tuple[IPAddress, int], b: tuple[IPAddress, int]) -> int:
+    """libipvs ipvs_cmp_dests() on (address, port) keys: address (wrapping), then port."""
+    for x, y in zip(_addr_words(a[0]), _addr_words(b[0])):
         r = _i32(x - y)
         if r:
             return r
-    return a.port - b.port
+    return a[1] - b[1]
+
+
+class _Keyed(typing.Protocol):
+    """A real server, or the simulator's kernel-side dest: anything with an (address, port) key."""
+
+    @property
+    def key(self) -> tuple[IPAddress, int]: ...
+
+
+_R = typing.TypeVar("_R", bound=_Keyed)
 
 
 def sorted_services(services: Iterable[VirtualService]) -> list[VirtualService]:
@@ -336,9 +347,10 @@ def sorted_services(services: Iterable[VirtualService]) -> list[VirtualService]:
     return sorted(services, key=functools.cmp_to_key(_cmp_services))
 
 
-def sorted_real_servers(real_servers: Iterable[RealServer]) -> list[RealServer]:
-    """Real servers in ipvsadm's listing order (address, then port)."""
-    return sorted(real_servers, key=functools.cmp_to_key(_cmp_real_servers))
+def sorted_real_servers(real_servers: Iterable[_R]) -> list[_R]:
+    """Real servers (or the simulator's dests) in ipvsadm's listing order (address, then port)."""
+    by_key = functools.cmp_to_key(_cmp_real_servers)
+    return sorted(real_servers, key=lambda rs: by_key(rs.key))
 
 
 def service_suffix(svc: VirtualService) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import ipaddress
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -11,8 +12,8 @@ import attrs
 from lbcore.backend import ALL_CAPABILITIES, Capability
 from lbcore.clock import Clock, VirtualClock
 from lbcore.enums import Protocol
-from lbcore.errors import InvalidField
-from lbcore.model import IPAddress, ServiceKey, Sysctls, Timeouts, _as_address
+from lbcore.errors import InvalidField, ServiceNotFound
+from lbcore.model import IPAddress, ServiceKey, Sysctls, Timeouts, VirtualService, _as_address
 from lbcore.ops import (
     AddRealServer,
     AddService,
@@ -25,16 +26,22 @@ from lbcore.ops import (
     SetTimeouts,
     apply_ops,
 )
-from lbcore.sim import tcp
+from lbcore.sim import report, tcp
 from lbcore.sim.director import F_NOOUTPUT, Conn, Director
 from lbcore.sim.profile import LINUX_6_1, KernelProfile
 from lbcore.table import Table
 
-# Bytes the kernel counts per packet (skb->len: IPv4 header + TCP header with the options Linux
-# sends by default: MSS, SACK, timestamps, window scale on SYNs; timestamps on the rest).
-SYN_BYTES = 60
-SEGMENT_BYTES = 52
-UDP_HEADER_BYTES = 28
+# Bytes the kernel counts per packet (skb->len): the IP header (20 bytes, or 40 for IPv6) plus
+# the TCP header with the options Linux sends by default (MSS, SACK, timestamps and window scale
+# on SYNs: 40 bytes; timestamps on the rest: 32), or the UDP header (8) and payload.
+SYN_BYTES = 40
+SEGMENT_BYTES = 32
+UDP_HEADER_BYTES = 8
+
+
+def ip_header_bytes(address: IPAddress) -> int:
+    """The IP header's length for a packet to or from ``address``."""
+    return 20 if address.version == 4 else 40
 EPHEMERAL_PORTS = (32768, 60999)  # net.ipv4.ip_local_port_range
 
 
@@ -168,12 +175,16 @@ class SimBackend:
         self._next_port[client] = lo if nxt >= hi else nxt + 1
         return nxt
 
-    def _endpoints(self, client: object, vip: object, vport: int, cport: int | None) -> tuple[IPAddress, int, IPAddress]:
+    def _endpoints(
+        self, client: object, vip: object, vport: int, cport: int | None
+    ) -> tuple[IPAddress, int, IPAddress]:
         caddr, vaddr = _as_address(client), _as_address(vip)
         for name, value in (("client", caddr), ("vip", vaddr)):
-            if not hasattr(value, "version"):
+            if not isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
                 raise InvalidField("SimBackend", name, value, "is not an IPv4 or IPv6 address")
-        return caddr, self._client_port(caddr, cport), vaddr  # type: ignore[return-value]
+        assert isinstance(caddr, (ipaddress.IPv4Address, ipaddress.IPv6Address))
+        assert isinstance(vaddr, (ipaddress.IPv4Address, ipaddress.IPv6Address))
+        return caddr, self._client_port(caddr, cport), vaddr
 
     def connect(self, client: object, vip: object, vport: int, *, protocol: Protocol | str = Protocol.TCP,
                 client_port: int | None = None, mark: int = 0, payload: int = 0) -> Connection | None:
@@ -192,16 +203,17 @@ class SimBackend:
         proto = Protocol(protocol) if isinstance(protocol, str) else protocol
         caddr, cport, vaddr = self._endpoints(client, vip, vport, client_port)
         d = self.director
+        ip = ip_header_bytes(vaddr)
         if proto is Protocol.UDP:
-            cp = d.packet_in(17, caddr, cport, vaddr, vport, 0, UDP_HEADER_BYTES + payload, mark)
+            cp = d.packet_in(17, caddr, cport, vaddr, vport, 0, ip + UDP_HEADER_BYTES + payload, mark)
             if cp is not None and not cp.flags & F_NOOUTPUT:
-                d.packet_out(cp, 0, UDP_HEADER_BYTES + payload)
+                d.packet_out(cp, 0, ip + UDP_HEADER_BYTES + payload)
         elif proto is Protocol.TCP:
-            cp = d.packet_in(6, caddr, cport, vaddr, vport, tcp.SYN, SYN_BYTES, mark)
+            cp = d.packet_in(6, caddr, cport, vaddr, vport, tcp.SYN, ip + SYN_BYTES, mark)
             if cp is not None:
                 if not cp.flags & F_NOOUTPUT:  # NAT: the reply comes back through the director
-                    d.packet_out(cp, tcp.SYN | tcp.ACK, SYN_BYTES)
-                d.packet_in(6, caddr, cport, vaddr, vport, tcp.ACK, SEGMENT_BYTES, mark)
+                    d.packet_out(cp, tcp.SYN | tcp.ACK, ip + SYN_BYTES)
+                d.packet_in(6, caddr, cport, vaddr, vport, tcp.ACK, ip + SEGMENT_BYTES, mark)
         else:
             raise InvalidField("SimBackend", "protocol", protocol, "is not simulated for traffic (tcp, udp)")
         if cp is None:
@@ -237,8 +249,44 @@ class SimBackend:
         d = self.director
         c = connection
         fin_ack = tcp.FIN | tcp.ACK
-        d.packet_in(6, c.client, c.client_port, c.vip, c.vport, fin_ack, SEGMENT_BYTES)
+        size = ip_header_bytes(c.vip) + SEGMENT_BYTES
+        d.packet_in(6, c.client, c.client_port, c.vip, c.vport, fin_ack, size)
         if not cp.dead and not cp.flags & F_NOOUTPUT:
-            d.packet_out(cp, tcp.ACK, SEGMENT_BYTES)
-            d.packet_out(cp, fin_ack, SEGMENT_BYTES)
-        d.packet_in(6, c.client, c.client_port, c.vip, c.vport, tcp.ACK, SEGMENT_BYTES)
+            d.packet_out(cp, tcp.ACK, size)
+            d.packet_out(cp, fin_ack, size)
+        d.packet_in(6, c.client, c.client_port, c.vip, c.vport, tcp.ACK, size)
+
+    # -- ipvsadm's listings (sim only) -------------------------------------------------------------
+
+    def status(self, **options: bool) -> str:
+        """``ipvsadm -Ln`` of the simulated kernel: the guide's "Layer 4 Status". Sim only.
+
+        ``options`` are :func:`lbcore.sim.report.status`'s: stats, rate, thresholds,
+        persistent_conn, tun_info, exact, nosort.
+
+        Raises:
+            TypeError: an option that ipvsadm -L does not have.
+        """
+        return report.status(self.director, **options)
+
+    def connections(self, **options: bool) -> str:
+        """``ipvsadm -Lnc`` of the simulated kernel: the guide's "Layer 4 Current Connections".
+
+        ``options`` are :func:`lbcore.sim.report.connections`'s: persistent_conn. Sim only.
+
+        Raises:
+            TypeError: an option that ipvsadm -Lc does not have.
+        """
+        return report.connections(self.director, **options)
+
+    def zero(self, service: VirtualService | ServiceKey | None = None) -> None:
+        """Zero the statistics of one service and its real servers, or of all (ipvsadm -Z). Sim only.
+
+        Raises:
+            ServiceNotFound: no virtual service has this identity.
+        """
+        key = service.key if isinstance(service, VirtualService) else service
+        if key is not None and key not in self.director.services:
+            raise ServiceNotFound(f"no virtual service {key}")
+        self.director.run_timers(self.clock.now())  # a snapshot due by now is taken first
+        self.director.zero(key)

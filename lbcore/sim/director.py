@@ -30,7 +30,6 @@ INVALID_PORT = 0xFFFF  # an invalidated template's vport and dport
 TRASH_PERIOD = 120.0  # IP_VS_DEST_TRASH_PERIOD; the trash timer runs every half of it
 EXPIRE_LATER = 60.0  # an entry that still controls others retries after 60 s, from then on
 ESTIMATOR_PERIOD = 2.0
-JIFFY = 1 / 250  # HZ=250 on Debian's kernels
 
 
 class Conn:
@@ -502,7 +501,8 @@ class Director:
             svc.scheduler.del_dest(dest, index)
         self._trash(dest)
         if self.sysctls.expire_nodest_conn:
-            self.call_at(self.now() + JIFFY, self._expire_nodest_conns)
+            # The sweep is queued for the next tick (one jiffy), not run in the delete.
+            self.call_at(self.now() + 1 / self.profile.hz, self._expire_nodest_conns)
 
     def _trash(self, dest: Dest) -> None:
         dest.flags &= ~AVAILABLE
@@ -525,7 +525,7 @@ class Director:
             if dest.refs():
                 continue
             if not dest.idle_start:
-                dest.idle_start = max(now, JIFFY)
+                dest.idle_start = max(now, 1 / self.profile.hz)  # 0 means not idle yet
                 continue
             if now < dest.idle_start + TRASH_PERIOD:
                 continue
