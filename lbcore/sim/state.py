@@ -29,7 +29,7 @@ class Stats:
     takes every 2 s (ip_vs_est.c); ``shown`` and the ``*_rate`` fields are that snapshot.
     """
 
-    __slots__ = ("live", "shown", "zero", "avg", "_last")
+    __slots__ = ("_last", "avg", "live", "shown", "zero")
 
     # conns, inpkts, outpkts, inbytes, outbytes
     def __init__(self) -> None:
@@ -71,9 +71,25 @@ class Dest:
     """A real server as the kernel holds it: settings, flags, counters and statistics."""
 
     __slots__ = (
-        "address", "port", "family", "forward", "weight", "last_weight", "u_threshold",
-        "l_threshold", "tunnel", "flags", "activeconns", "inactconns", "persistconns",
-        "stats", "service", "no_output", "cache_refs", "idle_start", "__weakref__",
+        "__weakref__",
+        "activeconns",
+        "address",
+        "cache_refs",
+        "family",
+        "flags",
+        "forward",
+        "idle_start",
+        "inactconns",
+        "l_threshold",
+        "last_weight",
+        "no_output",
+        "persistconns",
+        "port",
+        "service",
+        "stats",
+        "tunnel",
+        "u_threshold",
+        "weight",
     )
 
     def __init__(self, rs: RealServer, service: SimService) -> None:
@@ -171,8 +187,20 @@ def _i32(value: int) -> int:
 class SimService:
     """A virtual service as the kernel holds it: its dest list (newest first) and scheduler."""
 
-    __slots__ = ("config", "dests", "scheduler", "stats", "flags", "persistent", "timeout",
-                 "port", "fwmark", "family", "netmask", "__weakref__")
+    __slots__ = (
+        "__weakref__",
+        "config",
+        "dests",
+        "family",
+        "flags",
+        "fwmark",
+        "netmask",
+        "persistent",
+        "port",
+        "scheduler",
+        "stats",
+        "timeout",
+    )
 
     def __init__(self, config: VirtualService) -> None:
         self.dests: list[Dest] = []

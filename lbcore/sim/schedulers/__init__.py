@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 class Packet:
     """What a scheduler may look at in the packet being scheduled (struct ip_vs_iphdr + ports)."""
 
-    __slots__ = ("protocol", "saddr", "sport", "daddr", "dport", "now")
+    __slots__ = ("daddr", "dport", "now", "protocol", "saddr", "sport")
 
     def __init__(
         self, protocol: int, saddr: IPAddress, sport: int, daddr: IPAddress, dport: int, now: float
@@ -81,7 +81,20 @@ class SchedulerImpl:
 def scheduler_class(name: Scheduler) -> type[SchedulerImpl]:
     """The class that mirrors the kernel module ip_vs_<name>."""
     from lbcore.sim.schedulers import (
-        dh, fo, lblc, lblcr, lc, mh, nq, ovf, rr, sed, sh, twos, wlc, wrr,
+        dh,
+        fo,
+        lblc,
+        lblcr,
+        lc,
+        mh,
+        nq,
+        ovf,
+        rr,
+        sed,
+        sh,
+        twos,
+        wlc,
+        wrr,
     )
 
     modules = (rr, wrr, lc, wlc, sed, nq, fo, ovf, dh, sh, mh, lblc, lblcr, twos)

@@ -13,7 +13,7 @@ from lbcore.sim.state import AVAILABLE, OVERLOAD, Dest, SimService
 class LBLCREntry(Entry):
     """An entry with its dest set: newest member first, and when the set last changed."""
 
-    __slots__ = ("members", "lastmod")
+    __slots__ = ("lastmod", "members")
 
     def __init__(self, addr: IPAddress, now: float) -> None:
         super().__init__(addr, now)
