@@ -12,11 +12,12 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["lbcore", "lbcore.*"]),
     package_data={"lbcore": ["py.typed"]},
-    install_requires=["attrs>=22.2", "sortedcontainers>=2.4"],
+    install_requires=["attrs>=22.2"],
     extras_require={
         "ipvs": ["pyroute2>=0.7"],
         "iptables": ["python-iptables>=1.0"],
         "all": ["pyroute2>=0.7", "python-iptables>=1.0"],
+        "testing": ["pytest>=7", "hypothesis>=6"],
     },
     entry_points={
         "console_scripts": ["lbcore = lbcore.cli:main"],

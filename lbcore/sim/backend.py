@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import ipaddress
 from collections.abc import Sequence
 from typing import ClassVar
@@ -13,7 +12,7 @@ from lbcore.backend import ALL_CAPABILITIES, Capability
 from lbcore.clock import Clock, VirtualClock
 from lbcore.enums import Protocol
 from lbcore.errors import InvalidField, ServiceNotFound
-from lbcore.model import IPAddress, ServiceKey, Sysctls, Timeouts, VirtualService, _as_address
+from lbcore.model import IPAddress, ServiceKey, Sysctls, Timeouts, VirtualService, _as_address, format_endpoint
 from lbcore.ops import (
     AddRealServer,
     AddService,
@@ -72,8 +71,6 @@ class Connection:
     @property
     def endpoint(self) -> str:
         """``rip:rport`` as the trace format and ipvsadm print it."""
-        from lbcore.model import format_endpoint
-
         return format_endpoint(self.real_server, self.real_port)
 
 
@@ -222,21 +219,21 @@ class SimBackend:
         return Connection(self._serial, proto, caddr, cport, vaddr, vport, cp.daddr, cp.dport, cp)
 
     def which(self, client: object, vip: object, vport: int, *, protocol: Protocol | str = Protocol.TCP,
-              client_port: int | None = None, mark: int = 0) -> str | None:
+              mark: int = 0) -> str | None:
         """The ``rip:rport`` a new connection from ``client`` would reach now, or None.
 
-        Nothing changes: the question is put to a copy of the simulated kernel (schedulers such
-        as rr and lblc change state when they pick). Its cost grows with the state held.
+        Nothing changes: schedulers that keep state (rr's cursor, lblc's cache, twos' random
+        source) are asked what they would pick, not made to pick.
 
         Raises:
             InvalidField: an address or the protocol is not valid.
         """
-        probe = SimBackend.__new__(SimBackend)
-        probe.clock, probe.director = copy.deepcopy((self.clock, self.director))
-        probe._table, probe._serial, probe._next_port = self._table, 0, {}
-        conn = probe.connect(client, vip, vport, protocol=protocol,
-                             client_port=client_port if client_port is not None else 0, mark=mark)
-        return conn.endpoint if conn is not None else None
+        proto = Protocol(protocol) if isinstance(protocol, str) else protocol
+        caddr, _, vaddr = self._endpoints(client, vip, vport, 0)
+        dest = self.director.predict(proto.number, caddr, EPHEMERAL_PORTS[0], vaddr, vport, mark)
+        if dest is None:
+            return None
+        return format_endpoint(dest.address, dest.port or vport)
 
     def disconnect(self, connection: Connection) -> None:
         """Close a TCP connection the way a client does: its FIN first, then the real server's.

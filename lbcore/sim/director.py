@@ -348,6 +348,28 @@ class Director:
         self._count_conn(dest)
         return cp
 
+    def predict(self, protocol: int, saddr: IPAddress, sport: int, daddr: IPAddress, dport: int,
+                mark: int = 0) -> Dest | None:
+        """The dest a new connection from ``saddr:sport`` would reach now, changing nothing.
+
+        The 4-tuple must be free (no entry holds it): the question is about a new connection.
+        """
+        now = self.now()
+        self.run_timers(now)
+        svc = self.find_service(protocol, daddr, dport, mark)
+        if svc is None or sport == FTPDATA:
+            return None
+        key = (protocol, addr_key(saddr), sport, addr_key(daddr), dport)
+        if svc.persistent:
+            ct = self.templates.get(self.template_key(svc, key))
+            if ct is not None and self._template_usable(ct):
+                return ct.dest
+        elif not svc.fwmark and dport != svc.port:
+            return None
+        if svc.scheduler is None:
+            return None
+        return svc.scheduler.peek(Packet(protocol, saddr, sport, daddr, dport, now))
+
     def _pick(self, svc: SimService, protocol: int, saddr: IPAddress, sport: int,
               daddr: IPAddress, dport: int, now: float) -> Dest | None:
         if svc.scheduler is None:
@@ -375,10 +397,14 @@ class Director:
             return (0, snet, 0, svc.fwmark, 0)  # IPPROTO_IP: shared by tcp and udp of the mark
         return (protocol, snet, 0, vaddr, 0)
 
+    def _template_usable(self, ct: Conn) -> bool:
+        """Its dest exists and, under expire_quiescent_template, is not quiesced."""
+        dest = ct.dest
+        return bool(dest.flags & AVAILABLE) and not (self.sysctls.expire_quiescent_template and dest.weight == 0)
+
     def _template_valid(self, ct: Conn) -> bool:
         """ip_vs_check_template(): invalidate (re-key to port 65535) a template whose dest is gone."""
-        dest = ct.dest
-        if dest.flags & AVAILABLE and not (self.sysctls.expire_quiescent_template and dest.weight == 0):
+        if self._template_usable(ct):
             return True
         if ct.vport != INVALID_PORT:
             del self.templates[ct.key]

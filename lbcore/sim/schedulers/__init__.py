@@ -77,6 +77,19 @@ class SchedulerImpl:
         """Pick the dest for a new connection, or None."""
         raise NotImplementedError
 
+    def peek(self, pkt: Packet) -> Dest | None:
+        """What :meth:`schedule` would pick, changing nothing.
+
+        By default the scheduler's own attributes are put back afterwards, which suffices for a
+        scheduler whose state is only its attributes (rr's cursor, wrr's weights); others override.
+        """
+        saved = dict(vars(self))
+        try:
+            return self.schedule(pkt)
+        finally:
+            vars(self).clear()
+            vars(self).update(saved)
+
 
 def scheduler_class(name: Scheduler) -> type[SchedulerImpl]:
     """The class that mirrors the kernel module ip_vs_<name>."""

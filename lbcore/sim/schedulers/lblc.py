@@ -40,14 +40,27 @@ class LocalityBasedLeastConnection(SchedulerImpl):
     def done(self) -> None:
         self.table.flush()
 
+    def _hit(self, entry: LBLCEntry | None) -> Dest | None:
+        """The cached dest, if it may take the connection."""
+        if entry is None:
+            return None
+        dest = entry.dest
+        # A cache hit ignores the OVERLOAD flag (thresholds); it uses is_overloaded() instead.
+        if dest.flags & AVAILABLE and dest.weight > 0 and not is_overloaded(dest, self.svc):
+            return dest
+        return None
+
+    def peek(self, pkt: Packet) -> Dest | None:
+        hit = self._hit(self.table.get(pkt.daddr))
+        return hit if hit is not None else weighted_least(self.svc.dests)
+
     def schedule(self, pkt: Packet) -> Dest | None:
         entry = self.table.get(pkt.daddr)
         if entry is not None:
             entry.lastuse = pkt.now
-            hit = entry.dest
-            # A cache hit ignores the OVERLOAD flag (thresholds); it uses is_overloaded() instead.
-            if hit.flags & AVAILABLE and hit.weight > 0 and not is_overloaded(hit, self.svc):
-                return hit
+        hit = self._hit(entry)
+        if hit is not None:
+            return hit
         dest = weighted_least(self.svc.dests)
         if dest is None:
             return None

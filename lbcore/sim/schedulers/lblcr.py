@@ -79,6 +79,16 @@ class LocalityBasedLeastConnectionReplicated(SchedulerImpl):
     def done(self) -> None:
         self.table.flush()
 
+    def _hit(self, entry: LBLCREntry) -> Dest | None:
+        """The least loaded member of the set, if it may take the connection."""
+        dest = entry.set_min()
+        return dest if dest is not None and not is_overloaded(dest, self.svc) else None
+
+    def peek(self, pkt: Packet) -> Dest | None:
+        entry = self.table.get(pkt.daddr)
+        hit = self._hit(entry) if entry is not None else None
+        return hit if hit is not None else weighted_least(self.svc.dests)
+
     def schedule(self, pkt: Packet) -> Dest | None:
         now = pkt.now
         entry = self.table.get(pkt.daddr)
@@ -91,14 +101,14 @@ class LocalityBasedLeastConnectionReplicated(SchedulerImpl):
             entry.insert(dest, now)
             return dest
         entry.lastuse = now
-        dest = entry.set_min()
+        hit = self._hit(entry)  # chosen before the shrink, which may erase it from the set
         # Shrink a set that has not changed for lblcr_expiration seconds (default 24 h).
         if len(entry.members) > 1 and now > entry.lastmod + self.host.sysctls.lblcr_expiration:
             most = entry.set_max()
             if most is not None:
                 entry.erase(most, now)
-        if dest is not None and not is_overloaded(dest, self.svc):
-            return dest
+        if hit is not None:
+            return hit
         dest = weighted_least(self.svc.dests)
         if dest is None:
             return None

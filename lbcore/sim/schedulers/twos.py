@@ -36,5 +36,12 @@ class PowerOfTwoChoices(SchedulerImpl):
             return choice2
         return choice1
 
+    def peek(self, pkt: Packet) -> Dest | None:
+        state = self.host.random.getstate()
+        try:
+            return self.schedule(pkt)
+        finally:
+            self.host.random.setstate(state)
+
 
 SCHEDULER = PowerOfTwoChoices
