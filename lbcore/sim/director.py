@@ -39,7 +39,6 @@ class Conn:
         "caddr",
         "control",
         "cport",
-        "daddr",
         "dead",
         "dest",
         "dport",
@@ -55,7 +54,7 @@ class Conn:
         "vport",
     )
 
-    def __init__(self, key: tuple[int, int, int, int, int], protocol: int, caddr: IPAddress, cport: int,
+    def __init__(self, key: ConnKey, protocol: int, caddr: IPAddress, cport: int,
                  vaddr: object, vport: int, dest: Dest, dport: int, flags: int) -> None:
         self.key = key
         self.protocol = protocol
@@ -64,7 +63,6 @@ class Conn:
         self.vaddr = vaddr  # an address, or the fwmark (an int) for a fwmark template
         self.vport = vport
         self.dest = dest
-        self.daddr = dest.address
         self.dport = dport
         self.flags = flags
         self.state = 0
@@ -76,18 +74,33 @@ class Conn:
         self.dead = False
 
     @property
+    def daddr(self) -> IPAddress:
+        """The real server's address."""
+        return self.dest.address
+
+    @property
     def template(self) -> bool:
         return bool(self.flags & F_TEMPLATE)
 
 
 TimerItem = Conn | Callable[[float], None]
-ConnKey = tuple[int, int, int, int, int]
+ConnKey = int
 V6 = 1 << 128  # marks an IPv6 address in a key, so no IPv4 address can equal it
 
 
 def addr_key(address: IPAddress) -> int:
     """An address as a key: hashing ints is far cheaper than hashing ipaddress objects."""
     return int(address) if address.version == 4 else int(address) | V6
+
+
+def conn_key(protocol: int, saddr: IPAddress, sport: int, daddr: IPAddress, dport: int) -> ConnKey:
+    """(protocol, caddr, cport, vaddr, vport) packed into one int: smaller than a tuple of five."""
+    return ((((addr_key(saddr) << 16 | sport) << 129 | addr_key(daddr)) << 16 | dport) << 8) | protocol
+
+
+def unpack_key(key: ConnKey) -> tuple[int, int, int, int, int]:
+    """(protocol, caddr, cport, vaddr, vport) of a :func:`conn_key` (addresses as addr_keys)."""
+    return (key & 0xFF, key >> 169, (key >> 153) & 0xFFFF, (key >> 24) & ((1 << 129) - 1), (key >> 8) & 0xFFFF)
 
 
 def address_of(key: int) -> IPAddress:
@@ -252,7 +265,7 @@ class Director:
         now = self.now()
         if self._heap[0][0] <= now:
             self.run_timers(now)
-        key = (protocol, addr_key(saddr), sport, addr_key(daddr), dport)
+        key = conn_key(protocol, saddr, sport, daddr, dport)
         cp = self.conns.get(key)
         if cp is not None:
             sysctls = self.sysctls
@@ -278,9 +291,15 @@ class Director:
             if cp is None:
                 return None  # ip_vs_leave(): ICMP port unreachable
         dest = cp.dest
-        for stats in (dest.stats.live, dest.service.stats.live, self.stats.live):
-            stats[1] += 1
-            stats[3] += size
+        live = dest.stats.live
+        live[1] += 1
+        live[3] += size
+        live = dest.service.stats.live
+        live[1] += 1
+        live[3] += size
+        live = self.stats.live
+        live[1] += 1
+        live[3] += size
         self._set_state(cp, False, flags)
         if cp.flags & F_ONE_PACKET:
             self._expire(cp, now)  # never hashed: freed after its one packet
@@ -331,7 +350,7 @@ class Director:
     def _schedule(self, svc: SimService, key: ConnKey, saddr: IPAddress, sport: int,
                   daddr: IPAddress, dport: int, now: float) -> Conn | None:
         """ip_vs_schedule(): pick a dest and create the connection."""
-        protocol = key[0]
+        protocol = key & 0xFF
         if sport == FTPDATA:
             return None  # never schedule active FTP data connections
         if svc.persistent:
@@ -359,9 +378,8 @@ class Director:
         svc = self.find_service(protocol, daddr, dport, mark)
         if svc is None or sport == FTPDATA:
             return None
-        key = (protocol, addr_key(saddr), sport, addr_key(daddr), dport)
         if svc.persistent:
-            ct = self.templates.get(self.template_key(svc, key))
+            ct = self.templates.get(self.template_key(svc, protocol, saddr, daddr, dport))
             if ct is not None and self._template_usable(ct):
                 return ct.dest
         elif not svc.fwmark and dport != svc.port:
@@ -383,19 +401,21 @@ class Director:
         self.stats.live[0] += 1
 
     @staticmethod
-    def template_key(svc: SimService, key: ConnKey) -> ConnKey:
-        """The template's identity: (protocol, client network, 0, vaddr or fwmark, vport)."""
-        protocol, caddr, _, vaddr, vport = key
+    def template_key(svc: SimService, protocol: int, saddr: IPAddress, daddr: IPAddress, vport: int) -> ConnKey:
+        """The template's identity: (protocol, client network, 0, vaddr or fwmark, vport), packed."""
+        caddr, vaddr = addr_key(saddr), addr_key(daddr)
         if svc.family == 4:
             snet = caddr & svc.netmask
         else:
             host_bits = 128 - svc.netmask
             snet = (((caddr & ~V6) >> host_bits) << host_bits) | V6
-        if vport == svc.port:
-            return (protocol, snet, 0, vaddr, 0 if svc.port == FTPPORT else vport)
-        if svc.fwmark:
-            return (0, snet, 0, svc.fwmark, 0)  # IPPROTO_IP: shared by tcp and udp of the mark
-        return (protocol, snet, 0, vaddr, 0)
+        if vport != svc.port:
+            vport = 0  # a fwmark or port-zero service: one template for every port
+            if svc.fwmark:
+                protocol, vaddr = 0, svc.fwmark  # IPPROTO_IP: shared by tcp and udp of the mark
+        elif svc.port == FTPPORT:
+            vport = 0
+        return ((((snet << 16) << 129 | vaddr) << 16 | vport) << 8) | protocol
 
     def _template_usable(self, ct: Conn) -> bool:
         """Its dest exists and, under expire_quiescent_template, is not quiesced."""
@@ -416,17 +436,17 @@ class Director:
     def _schedule_persistent(self, svc: SimService, key: ConnKey, saddr: IPAddress, sport: int,
                              daddr: IPAddress, dport: int, now: float) -> Conn | None:
         """ip_vs_sched_persist(): reuse the client's template, or schedule and create one."""
-        protocol = key[0]
-        tkey = self.template_key(svc, key)
+        protocol = key & 0xFF
+        tkey = self.template_key(svc, protocol, saddr, daddr, dport)
         ct = self.templates.get(tkey)
         if ct is None or not self._template_valid(ct):
             dest = self._pick(svc, protocol, saddr, sport, daddr, dport, now)
             if dest is None:
                 return None
             tport = dest.port if dport == svc.port and svc.port != FTPPORT else 0
-            snet = address_of(tkey[1])
-            vaddr: object = svc.fwmark if tkey[0] == 0 else daddr
-            ct = self._new_conn(tkey, tkey[0], snet, 0, vaddr, tkey[4], dest, tport, F_TEMPLATE)
+            tproto, snet, _, _, tvport = unpack_key(tkey)
+            vaddr: object = svc.fwmark if tproto == 0 else daddr
+            ct = self._new_conn(tkey, tproto, address_of(snet), 0, vaddr, tvport, dest, tport, F_TEMPLATE)
             ct.timeout = float(svc.timeout)
             self.templates[tkey] = ct
         else:

@@ -6,7 +6,7 @@ model (:mod:`lbcore.model`) says what was configured; these say what the kernel 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from lbcore.model import IPAddress, RealServer, VirtualService
 
@@ -213,7 +213,7 @@ class SimService:
         self.flags = 0
         self.persistent = False
         self.timeout = 0
-        self.netmask: Any = None
+        self.netmask = 0  # an IPv4 mask as an int, or an IPv6 prefix length
         self.configure(config)
 
     def configure(self, config: VirtualService) -> None:
@@ -228,7 +228,7 @@ class SimService:
             flags |= SVC_PERSISTENT
             self.timeout = p.timeout
             prefix = p.prefix(config.family)
-            self.netmask = int(prefix) if config.family == 4 else prefix
+            self.netmask = int(prefix)  # an IPv4Address mask, or already a prefix length
         else:
             self.timeout = 0
             self.netmask = 0xFFFFFFFF if config.family == 4 else 128
