@@ -133,6 +133,7 @@ class Director:
         self.templates: dict[ConnKey, Conn] = {}
         self.invalid_templates: set[Conn] = set()
         self.trash: list[Dest] = []
+        self._trash_due = 0.0
         self.stats = Stats()
         self._heap: list[tuple[float, int, TimerItem]] = []
         self._seq = 0
@@ -269,9 +270,12 @@ class Director:
         cp = self.conns.get(key)
         if cp is not None:
             sysctls = self.sysctls
-            # A SYN on an old entry: reschedule when the kernel expects a new connection.
-            if (protocol == TCP and flags & tcp.SYN and sysctls.conn_reuse_mode
-                    and ((sysctls.expire_nodest_conn and cp.dest.weight == 0) or self._new_conn_expected(cp))):
+            # A SYN on an old entry: reschedule one to a quiesced dest (expire_nodest_conn), or
+            # one the kernel expects a new connection on (conn_reuse_mode).
+            if protocol == TCP and flags & tcp.SYN and (
+                (sysctls.expire_nodest_conn and cp.dest.weight == 0)
+                or (sysctls.conn_reuse_mode and self._new_conn_expected(cp))
+            ):
                 if not cp.n_control:
                     self._expire_now(cp)
                 cp = None
@@ -510,6 +514,7 @@ class Director:
         for dest in list(svc.dests):
             svc.dests.remove(dest)
             self._trash(dest)
+        self._queue_nodest_flush()
 
     def add_real_server(self, key: ServiceKey, rs: RealServer) -> None:
         """ip_vs_add_dest(): revive a matching dest from the trash, or make a new one; it goes to
@@ -546,16 +551,24 @@ class Director:
         if svc.scheduler is not None:
             svc.scheduler.del_dest(dest, index)
         self._trash(dest)
+        self._queue_nodest_flush()
+
+    def _queue_nodest_flush(self) -> None:
         if self.sysctls.expire_nodest_conn:
-            # The sweep is queued for the next tick (one jiffy), not run in the delete.
+            # The sweep is queued work for the next tick (one jiffy), not run in the delete.
             self.call_at(self.now() + 1 / self.profile.hz, self._expire_nodest_conns)
 
     def _trash(self, dest: Dest) -> None:
         dest.flags &= ~AVAILABLE
         if not self.trash:
-            self.call_at(self.now() + TRASH_PERIOD / 2, self._trash_expire)
+            self._arm_trash_timer(self.now())
         dest.idle_start = 0.0
         self.trash.insert(0, dest)
+
+    def _arm_trash_timer(self, now: float) -> None:
+        # One timer: mod_timer() moves it, so an earlier pending firing is void.
+        self._trash_due = now + TRASH_PERIOD / 2
+        self.call_at(self._trash_due, self._trash_expire)
 
     def _from_trash(self, svc: SimService, rs: RealServer) -> Dest | None:
         """ip_vs_trash_get_dest(): same address and port, and a dest of this same service."""
@@ -567,6 +580,8 @@ class Director:
 
     def _trash_expire(self, now: float) -> None:
         """ip_vs_dest_trash_expire(): free a dest unreferenced for a whole period."""
+        if now != self._trash_due:
+            return  # the timer was moved since this firing was queued
         for dest in list(self.trash):
             if dest.refs():
                 continue
@@ -577,12 +592,12 @@ class Director:
                 continue
             self.trash.remove(dest)
         if self.trash:
-            self.call_at(now + TRASH_PERIOD / 2, self._trash_expire)
+            self._arm_trash_timer(now)
 
     def _expire_nodest_conns(self, now: float) -> None:
-        """ip_vs_expire_nodest_conn_flush(): expire what points to a deleted dest."""
-        for cp in list(self.conns.values()):
-            if cp.dest.flags & AVAILABLE or cp.n_control:
+        """ip_vs_expire_nodest_conn_flush(): expire what points to a deleted dest, templates too."""
+        for cp in list(self.entries()):
+            if cp.dead or cp.dest.flags & AVAILABLE or cp.n_control:
                 continue
             ct = cp.control
             self._expire(cp, now)
