@@ -11,8 +11,6 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-import pytest
-
 from lbcore import Balancer, Persistence, RealServer, Sysctls, Timeouts, VirtualService
 from lbcore.sim import Connection, SimBackend, tcp
 from lbcore.sim.director import Conn, Director
