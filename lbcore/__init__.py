@@ -29,6 +29,7 @@ from lbcore.errors import (
     RealServerNotFound,
     ServiceExists,
     ServiceNotFound,
+    StateUnknown,
     Unsupported,
 )
 from lbcore.model import (
@@ -92,6 +93,7 @@ __all__ = [
     "ServiceNotFound",
     "SetSysctls",
     "SetTimeouts",
+    "StateUnknown",
     "Sysctls",
     "SystemClock",
     "Table",

@@ -36,7 +36,7 @@ class Balancer:
 
     Every change, declarative or imperative, runs the same path: each op is checked against the
     backend's capabilities (:class:`~lbcore.errors.Unsupported`) and against the current table
-    (:func:`~lbcore.ops.apply_op`) before the backend sees any of them.
+    (:func:`~lbcore.apply_op`) before the backend sees any of them.
 
     Args:
         backend: a backend object, or the name of one ("sim", "ipvs", "iptables").
@@ -79,7 +79,8 @@ class Balancer:
         """Check ``ops``, then have the backend apply them all, or none.
 
         Raises:
-            The errors of :meth:`check`, before anything changed; BackendError from the backend.
+            LBError: the errors of :meth:`check`, before anything changed.
+            BackendError: the backend failed.
         """
         ops = list(ops)
         self.check(ops)
@@ -90,7 +91,7 @@ class Balancer:
         """Make the backend hold ``desired`` with the fewest ops, and return them.
 
         Raises:
-            The errors of :meth:`execute`.
+            LBError: the errors of :meth:`execute`.
         """
         ops = self.plan(desired)
         self.execute(ops)
@@ -102,7 +103,7 @@ class Balancer:
         """Add ``service`` and its real servers (ipvsadm -A, then -a for each).
 
         Raises:
-            ServiceExists, Unsupported, BackendError.
+            ServiceExists, Unsupported, BackendError
         """
         self.execute(
             [AddService(service.settings)]
@@ -113,7 +114,7 @@ class Balancer:
         """Replace a service's settings (ipvsadm -E); its real servers are left as they are.
 
         Raises:
-            ServiceNotFound, Unsupported, BackendError.
+            ServiceNotFound, Unsupported, BackendError
         """
         self.execute([EditService(service.settings)])
 
@@ -121,7 +122,7 @@ class Balancer:
         """Delete a service and its real servers (ipvsadm -D).
 
         Raises:
-            ServiceNotFound, BackendError.
+            ServiceNotFound, BackendError
         """
         self.execute([DeleteService(_key(service))])
 
@@ -129,7 +130,7 @@ class Balancer:
         """Add a real server (ipvsadm -a).
 
         Raises:
-            ServiceNotFound, RealServerExists, InvalidField, Unsupported, BackendError.
+            ServiceNotFound, RealServerExists, InvalidField, Unsupported, BackendError
         """
         self.execute([AddRealServer(_key(service), real_server)])
 
@@ -137,7 +138,7 @@ class Balancer:
         """Replace a real server's settings (ipvsadm -e).
 
         Raises:
-            ServiceNotFound, RealServerNotFound, InvalidField, Unsupported, BackendError.
+            ServiceNotFound, RealServerNotFound, InvalidField, Unsupported, BackendError
         """
         self.execute([EditRealServer(_key(service), real_server)])
 
@@ -145,7 +146,7 @@ class Balancer:
         """Delete a real server (ipvsadm -d).
 
         Raises:
-            ServiceNotFound, RealServerNotFound, BackendError.
+            ServiceNotFound, RealServerNotFound, BackendError
         """
         self.execute([DeleteRealServer(_key(service), address, port)])
 
@@ -153,7 +154,7 @@ class Balancer:
         """Set the tcp, tcpfin and udp timeouts (ipvsadm --set).
 
         Raises:
-            Unsupported, BackendError.
+            Unsupported, BackendError
         """
         self.execute([SetTimeouts(timeouts)])
 
@@ -161,7 +162,7 @@ class Balancer:
         """Set the IPVS sysctls.
 
         Raises:
-            Unsupported, BackendError.
+            Unsupported, BackendError
         """
         self.execute([SetSysctls(sysctls)])
 

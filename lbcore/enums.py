@@ -56,7 +56,7 @@ class SchedulerFlag(str, enum.Enum):
 
     @property
     def bit(self) -> int:
-        """The service flag bit: fallback is SCHED1 (0x08), port is SCHED2 (0x10)."""
+        """The service flag bit; fallback is SCHED1 (0x08), port is SCHED2 (0x10)."""
         return 0x08 if self in (SchedulerFlag.SH_FALLBACK, SchedulerFlag.MH_FALLBACK) else 0x10
 
     @property
@@ -82,7 +82,7 @@ class ForwardMethod(str, enum.Enum):
 
     @property
     def ipvsadm_name(self) -> str:
-        """The Forward column of ipvsadm -Ln: Route, Masq or Tunnel."""
+        """The Forward column of ipvsadm -Ln (Route, Masq or Tunnel)."""
         return _FWD_NAMES[self]
 
     def __str__(self) -> str:

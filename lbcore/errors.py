@@ -15,13 +15,15 @@ Every error lbcore raises is an :class:`LBError`::
       NotOwned                              the kernel object is not lbcore's to touch
       BackendError                          .backend .op; the original error as __cause__
         BackendUnavailable                  missing package, no CAP_NET_ADMIN, no ip_vs
+        StateUnknown                        a failed apply could not be undone: .applied
 
 Messages name the field and the value, e.g.
-``VirtualService.port: 70000 is not a port (1..65535)``.
+``VirtualService.port: 70000 is not a port (0..65535)``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -118,3 +120,20 @@ class BackendError(LBError):
 
 class BackendUnavailable(BackendError):
     """The backend cannot be used here: a package, a privilege or a kernel module is missing."""
+
+
+class StateUnknown(BackendError):
+    """An apply failed part-way and undoing what it had done failed too.
+
+    The backend holds neither the old state nor the new one. ``applied`` lists the ops that took
+    effect and were not undone, in order; the next apply (which plans from a fresh read) converges.
+
+    Attributes:
+        applied: the ops in effect.
+    """
+
+    def __init__(self, backend: str, message: str, applied: Sequence[object], op: object = None,
+                 errno: int | None = None) -> None:
+        self.applied = list(applied)
+        listed = "; ".join(str(a) for a in applied) or "nothing"
+        super().__init__(backend, f"{message}; state unknown, in effect: {listed}", op, errno)

@@ -126,7 +126,7 @@ def format_endpoint(address: IPAddress, port: int) -> str:
 
 @attrs.frozen
 class Tunnel:
-    """Encapsulation of a tunnel-mode real server (ipvsadm --tun-type, --tun-port, --tun-*csum).
+    """Encapsulation of a tunnel-mode real server (ipvsadm --tun-type, --tun-port, ``--tun-*csum``).
 
     .. versionadded:: 0.1
     """
@@ -202,7 +202,7 @@ class RealServer:
 
     @property
     def key(self) -> tuple[IPAddress, int]:
-        """The identity of a real server within its service: (address, port)."""
+        """The identity of a real server within its service, as (address, port)."""
         return (self.address, self.port)
 
     @property
@@ -278,7 +278,7 @@ class ServiceKey:
 
     @property
     def ipvsadm(self) -> str:
-        """The service as ipvsadm names it: ``-t 10.0.0.1:80``, ``-f 1``, ``-f 1 -6``."""
+        """The service as ipvsadm names it, e.g. ``-t 10.0.0.1:80``, ``-f 1``, ``-f 1 -6``."""
         if self.fwmark:
             return f"-f {self.fwmark}" + (" -6" if self.family == 6 else "")
         assert self.protocol is not None and self.address is not None
@@ -432,7 +432,7 @@ class VirtualService:
 
     @property
     def settings(self) -> VirtualService:
-        """This service without its real servers: what add_service and edit_service carry."""
+        """This service without its real servers (what add_service and edit_service carry)."""
         return attrs.evolve(self, real_servers=())
 
     def real_server(self, address: object, port: int) -> RealServer | None:

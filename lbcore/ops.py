@@ -229,3 +229,31 @@ def apply_ops(table: Table, ops: Iterable[Op]) -> Table:
     for op in ops:
         table = _transition(services, table, op)
     return attrs.evolve(table, services=services)
+
+
+def inverse(table: Table, op: Op) -> list[Op]:
+    """The ops that undo ``op``, which was applied to ``table``.
+
+    Configuration only: a re-added real server comes back at the head of the kernel's list and
+    without its counters; connections are not restored.
+    """
+    if isinstance(op, AddService):
+        return [DeleteService(op.service.key)]
+    if isinstance(op, EditService):
+        return [EditService(table.services[op.service.key].settings)]
+    if isinstance(op, DeleteService):
+        old = table.services[op.key]
+        return [AddService(old.settings), *(AddRealServer(op.key, rs) for rs in old.real_servers)]
+    if isinstance(op, AddRealServer):
+        return [DeleteRealServer(op.key, op.real_server.address, op.real_server.port)]
+    if isinstance(op, EditRealServer):
+        old_rs = table.services[op.key].real_server(op.real_server.address, op.real_server.port)
+        assert old_rs is not None
+        return [EditRealServer(op.key, old_rs)]
+    if isinstance(op, DeleteRealServer):
+        old_rs = table.services[op.key].real_server(op.address, op.port)
+        assert old_rs is not None
+        return [AddRealServer(op.key, old_rs)]
+    if isinstance(op, SetTimeouts):
+        return [SetTimeouts(table.timeouts)] if table.timeouts is not None else []
+    return [SetSysctls(table.sysctls)] if table.sysctls is not None else []

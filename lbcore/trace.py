@@ -153,8 +153,8 @@ def replay(events: Iterable[Event], replayer: Replayer) -> list[str]:
     """Run ``events`` in order; return one line per ``open``: ``<id> <rip>:<rport>`` or ``<id> -``.
 
     Raises:
-        ParseError, InvalidField and the other errors of Balancer.execute, for a bad rules or
-        sysctl line; nothing of that line was applied.
+        ParseError, InvalidField: a bad rules or sysctl line (or another error of
+            Balancer.execute); nothing of that line was applied.
     """
     lines = []
     balancer = replayer.balancer

@@ -107,7 +107,7 @@ class SimBackend:
         """Apply every op, or none: all are checked by apply_op before the data plane changes.
 
         Raises:
-            ServiceExists, ServiceNotFound, RealServerExists, RealServerNotFound, InvalidField.
+            ServiceExists, ServiceNotFound, RealServerExists, RealServerNotFound, InvalidField
         """
         table = apply_ops(self._table, ops)
         self.director.run_timers(self.clock.now())

@@ -54,7 +54,7 @@ class KernelProfile:
 
     @property
     def mh_tab_size(self) -> int:
-        """Slots of the Maglev lookup table: a prime."""
+        """Slots of the Maglev lookup table (a prime)."""
         return MH_PRIMES[self.mh_tab_index - 8]
 
 

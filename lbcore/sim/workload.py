@@ -1,8 +1,8 @@
 """Workloads for what-if runs: many clients, Poisson arrivals, exponential session lengths.
 
-A :class:`Workload` is a seeded description; :func:`run` plays it on a :class:`SimBackend` and
+A :class:`Workload` is a seeded description; :func:`run` plays it on a :class:`~lbcore.sim.SimBackend` and
 returns what happened, so a script can ask "how many sessions move when gateway 2 fails" by
-running the same workload twice, or by comparing :meth:`SimBackend.which` before and after.
+running the same workload twice, or by comparing :meth:`~lbcore.sim.SimBackend.which` before and after.
 """
 
 from __future__ import annotations

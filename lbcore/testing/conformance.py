@@ -146,8 +146,9 @@ class BackendConformance:
 
     def test_applying_a_desired_state_twice_plans_nothing_the_second_time(self, backend: Backend) -> None:
         lb = Balancer(backend)
-        dns = VirtualService(protocol="udp", address=VIP, port=53, scheduler="rr",
-                             real_servers=[RealServer(RIPS[1], 53, forward="nat")])
+        dns = VirtualService(
+            protocol="udp", address=VIP, port=53, scheduler="rr", real_servers=[RealServer(RIPS[1], 53, forward="nat")]
+        )
         desired = [web(), dns]
         assert lb.apply(desired)
         assert lb.plan(desired) == []
@@ -156,8 +157,9 @@ class BackendConformance:
     def test_changing_one_weight_is_one_edit(self, backend: Backend) -> None:
         lb = Balancer(backend)
         lb.apply([web()])
-        changed = web(real_servers=[RealServer(rip, 80, forward="nat", weight=5 if rip == RIPS[1] else 1)
-                                    for rip in RIPS])
+        changed = web(
+            real_servers=[RealServer(rip, 80, forward="nat", weight=5 if rip == RIPS[1] else 1) for rip in RIPS]
+        )
         ops = lb.apply([changed])
         assert ops == [EditRealServer(web().key, RealServer(RIPS[1], 80, forward="nat", weight=5))]
         assert list(backend.read()) == [changed]
@@ -204,15 +206,24 @@ class BackendConformance:
 
     @requires(Capability.IPV6, Capability.FORWARD_NAT)
     def test_ipv6_service_reads_back(self, backend: Backend) -> None:
-        svc = VirtualService(protocol="tcp", address=VIP6, port=443, scheduler="sh", flags=["sh-port"],
-                             real_servers=[RealServer("2001:db8::1:1", 8443, forward="nat")])
+        svc = VirtualService(
+            protocol="tcp",
+            address=VIP6,
+            port=443,
+            scheduler="sh",
+            flags=["sh-port"],
+            real_servers=[RealServer("2001:db8::1:1", 8443, forward="nat")],
+        )
         Balancer(backend).add_service(svc)
         assert list(backend.read()) == [svc]
 
     @requires(Capability.FORWARD_TUNNEL)
     def test_tunnel_real_server_reads_back(self, backend: Backend) -> None:
-        svc = web(real_servers=[RealServer(RIPS[0], 80, forward="tunnel",
-                                           tunnel=Tunnel(type="gue", port=6080, checksum="csum"))])
+        svc = web(
+            real_servers=[
+                RealServer(RIPS[0], 80, forward="tunnel", tunnel=Tunnel(type="gue", port=6080, checksum="csum"))
+            ]
+        )
         Balancer(backend).add_service(svc)
         assert list(backend.read()) == [svc]
 
