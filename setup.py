@@ -10,19 +10,21 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["lbcore", "lbcore.*"]),
+    packages=find_packages(include=["lbcore", "lbcore.*"]) + ["lbcore_ipvs"],
+    package_dir={"lbcore_ipvs": "backends/lbcore_ipvs"},
     package_data={"lbcore": ["py.typed"]},
     install_requires=["attrs>=22.2"],
     extras_require={
         "ipvs": ["pyroute2>=0.7"],
         "iptables": ["python-iptables>=1.0"],
         "all": ["pyroute2>=0.7", "python-iptables>=1.0"],
-        "testing": ["pytest>=7", "hypothesis>=6"],
+        "testing": ["pytest>=7", "hypothesis>=6", "simpy>=4"],
     },
     entry_points={
         "console_scripts": ["lbcore = lbcore.cli:main"],
         "lbcore.backends": [
             "sim = lbcore.sim:SimBackend",
+            "ipvs = lbcore_ipvs:IPVSBackend",
         ],
     },
 )

@@ -69,7 +69,8 @@ class Backend(Protocol):
     """What lbcore needs of a backend. The core decides; a backend only carries out."""
 
     name: ClassVar[str]
-    capabilities: ClassVar[frozenset[Capability]]
+    #: What the backend can express; an instance may narrow it to what its kernel has.
+    capabilities: frozenset[Capability]
 
     def read(self) -> Table:
         """Return the state lbcore owns, as the backend holds it now.

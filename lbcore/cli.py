@@ -16,7 +16,7 @@ def _replay(args: argparse.Namespace) -> int:
 
     with open(args.trace, encoding="utf-8") as f:
         events = parse_trace(f.read(), args.trace)
-    for line in replay(events, SimReplayer(SimBackend(seed=args.seed))):
+    for line in replay(events, SimReplayer(SimBackend(seed=args.seed, kernel=args.kernel))):
         print(line)
     return 0
 
@@ -28,6 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = commands.add_parser("replay", help="replay a trace on the simulator, one line per open")
     p.add_argument("trace", help="the trace file (format: docs/traces.md)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random source (twos)")
+    p.add_argument("--kernel", default="6.1", help="the kernel release to reproduce: 6.1 (default) or 6.2 (twos)")
     p.set_defaults(run=_replay)
     args = parser.parse_args(argv)
     try:

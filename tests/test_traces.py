@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lbcore.errors import ParseError, ServiceNotFound
+from lbcore.errors import ParseError, ServiceNotFound, Unsupported
 from lbcore.sim import SimBackend
 from lbcore.sim.replay import SimReplayer
 from lbcore.testing.traces import TraceSpec, random_trace
@@ -18,8 +18,8 @@ KERNEL_TRACES = Path(__file__).parent / "traces" / "kernel-6.1"
 TRACES = sorted(KERNEL_TRACES.glob("*.trace"))
 
 
-def replay_text(text: str, seed: int = 0) -> list[str]:
-    return replay(parse_trace(text), SimReplayer(SimBackend(seed=seed)))
+def replay_text(text: str, seed: int = 0, kernel: str = "6.1") -> list[str]:
+    return replay(parse_trace(text), SimReplayer(SimBackend(seed=seed, kernel=kernel)))
 
 
 def test_all_recorded_traces_are_here() -> None:
@@ -35,16 +35,23 @@ def test_simulator_replays_what_linux_6_1_answered(trace: Path) -> None:
 @pytest.mark.parametrize("scheduler", ["rr", "wrr", "wlc", "sh", "mh", "lblcr", "twos"])
 def test_a_churning_trace_replays_the_same_every_time(scheduler: str) -> None:
     text = random_trace(TraceSpec(scheduler=scheduler, persistence=2, sysctls=True, connections=300, seed=7))
-    first = replay_text(text, seed=3)
-    assert first == replay_text(text, seed=3)
+    kernel = "6.2" if scheduler == "twos" else "6.1"
+    first = replay_text(text, seed=3, kernel=kernel)
+    assert first == replay_text(text, seed=3, kernel=kernel)
     assert len(first) == 300
     assert any(line.endswith(":80") for line in first)
 
 
 def test_twos_depends_on_the_seed_and_only_on_it() -> None:
     text = random_trace(TraceSpec(scheduler="twos", connections=200, thresholds=False, seed=1))
-    assert replay_text(text, seed=1) == replay_text(text, seed=1)
-    assert replay_text(text, seed=1) != replay_text(text, seed=2)
+    assert replay_text(text, seed=1, kernel="6.2") == replay_text(text, seed=1, kernel="6.2")
+    assert replay_text(text, seed=1, kernel="6.2") != replay_text(text, seed=2, kernel="6.2")
+
+
+def test_linux_6_1_has_no_twos_so_the_simulator_of_6_1_refuses_it() -> None:
+    with pytest.raises(Unsupported) as error:
+        replay_text("0 rules -A -t 10.0.0.1:80 -s twos\n")
+    assert error.value.backend == "sim" and "twos" in str(error.value)
 
 
 def test_persistence_expires_and_templates_are_reused_within_the_timeout() -> None:

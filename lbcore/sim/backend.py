@@ -10,7 +10,7 @@ import attrs
 
 from lbcore.backend import ALL_CAPABILITIES, Capability
 from lbcore.clock import Clock, VirtualClock
-from lbcore.enums import Protocol
+from lbcore.enums import Protocol, Scheduler
 from lbcore.errors import InvalidField, ServiceNotFound
 from lbcore.model import IPAddress, ServiceKey, Sysctls, Timeouts, VirtualService, _as_address, format_endpoint
 from lbcore.ops import (
@@ -87,12 +87,15 @@ class SimBackend:
     """
 
     name: ClassVar[str] = "sim"
-    capabilities: ClassVar[frozenset[Capability]] = ALL_CAPABILITIES
+    capabilities: frozenset[Capability] = ALL_CAPABILITIES
 
     def __init__(self, clock: Clock | None = None, seed: int = 0, kernel: KernelProfile | str = LINUX_6_1) -> None:
         self.clock: Clock = clock if clock is not None else VirtualClock()
         self.kernel = kernel if isinstance(kernel, KernelProfile) else KernelProfile(release=kernel)
         self.director = Director(self.clock.now, seed, self.kernel)
+        # A scheduler the simulated release lacks is refused as that kernel refuses it.
+        missing = frozenset(Scheduler) - self.kernel.schedulers
+        self.capabilities = ALL_CAPABILITIES - {Capability.for_scheduler(s) for s in missing}
         self._table = Table(timeouts=Timeouts(), sysctls=Sysctls())
         self._serial = 0
         self._next_port: dict[IPAddress, int] = {}

@@ -6,6 +6,7 @@ from typing import Any
 
 import attrs
 
+from lbcore.enums import Scheduler
 from lbcore.errors import InvalidField
 
 # ip_vs_mh.c primes[], indexed by CONFIG_IP_VS_MH_TAB_INDEX - 8.
@@ -40,6 +41,13 @@ class KernelProfile:
     lblc_tab_bits: int = attrs.field(default=10, validator=_bits(1, 20))  # fixed in the source
     lblcr_tab_bits: int = attrs.field(default=10, validator=_bits(1, 20))
 
+    @property
+    def schedulers(self) -> frozenset[Scheduler]:
+        """The schedulers this release has: twos came in Linux 6.2."""
+        if self.release == "6.1":
+            return frozenset(Scheduler) - {Scheduler.TWOS}
+        return frozenset(Scheduler)
+
     def __attrs_post_init__(self) -> None:
         if self.release not in RELEASES:
             raise InvalidField(
@@ -58,7 +66,9 @@ class KernelProfile:
         return MH_PRIMES[self.mh_tab_index - 8]
 
 
-# Releases whose IPVS behaviour the simulator has been checked against (by recorded traces).
-RELEASES = frozenset({"6.1"})
+# Releases whose IPVS the simulator reproduces. 6.1 is checked against a real kernel (recorded
+# traces, differential replay); 6.2 adds twos (ip_vs_twos.c), its only change that decides
+# connections (the new estimator changes when rates update, not what they are).
+RELEASES = frozenset({"6.1", "6.2"})
 
 LINUX_6_1 = KernelProfile()

@@ -24,7 +24,7 @@ def test_which_predicts_every_connect_without_changing_the_simulation(scheduler:
 
     def run(ask: bool) -> list[str | None]:
         rng = random.Random(5)
-        sim = SimBackend(seed=9)
+        sim = SimBackend(seed=9, kernel="6.2" if scheduler == "twos" else "6.1")
         Balancer(sim).add_service(svc)
         answers: list[str | None] = []
         held = []

@@ -43,7 +43,7 @@ class Lab:
 
     def __init__(self, scheduler: str, *real_servers: RealServer, protocol: str = "tcp", seed: int = 0,
                  **service: Any) -> None:
-        self.sim = SimBackend(seed=seed)
+        self.sim = SimBackend(seed=seed, kernel="6.2" if scheduler == "twos" else "6.1")  # twos: 6.2+
         self.lb = Balancer(self.sim)
         if "fwmark" in service:
             self.service = VirtualService(scheduler=scheduler, real_servers=list(real_servers), **service)

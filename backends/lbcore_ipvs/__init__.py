@@ -1,0 +1,329 @@
+"""IPVSBackend: the kernel's IPVS over generic netlink.
+
+Ownership: lbcore owns the services whose virtual address or firewall mark was declared when the
+backend was opened (``IPVSBackend(vips=[...], fwmarks=[...])``), as keepalived owns the virtual
+servers of its configuration. ``read()`` returns only those; ``apply()`` refuses any op on
+another service with :class:`~lbcore.errors.NotOwned` before sending anything. Nothing is stored
+on disk, so ownership survives restarts and needs no clean-up.
+
+IPVS has no transactions: ``apply()`` pipelines its requests, and if one fails it undoes, in
+reverse order, every request that took effect; if the undo fails too it raises
+:class:`~lbcore.errors.StateUnknown` listing what is in effect.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import attrs
+
+from lbcore.backend import ALL_CAPABILITIES, Capability
+from lbcore.enums import Scheduler
+from lbcore.errors import BackendError, BackendUnavailable, InvalidField, LBError, NotOwned, StateUnknown
+from lbcore.model import IPAddress, ServiceKey, Sysctls, VirtualService, _as_address
+from lbcore.ops import (
+    AddRealServer,
+    AddService,
+    DeleteRealServer,
+    DeleteService,
+    EditRealServer,
+    EditService,
+    Op,
+    SetSysctls,
+    SetTimeouts,
+    apply_op,
+    inverse,
+)
+from lbcore.table import Table
+
+SYSCTL_DIR = Path("/proc/sys/net/ipv4/vs")
+MODULE_DIR = "kernel/net/netfilter/ipvs"
+
+
+def scheduler_available(scheduler: Scheduler) -> bool:
+    """Whether this kernel has ip_vs_<name>: loaded or built in, or a module it can load."""
+    name = f"ip_vs_{scheduler.value}"
+    if Path("/sys/module", name).exists():
+        return True
+    modules = Path("/lib/modules", os.uname().release)
+    return any((modules / MODULE_DIR).glob(f"{name}.ko*"))
+PROC_CONN = Path("/proc/net/ip_vs_conn")
+
+
+class IPVSBackend:
+    """The kernel's IPVS in the current network namespace.
+
+    Args:
+        vips: virtual addresses lbcore owns: every service on them is lbcore's.
+        fwmarks: firewall marks lbcore owns.
+
+    Raises:
+        BackendUnavailable: pyroute2 is not installed, the kernel has no IPVS, or the process
+            lacks CAP_NET_ADMIN.
+
+    .. versionadded:: 0.1
+    """
+
+    name: ClassVar[str] = "ipvs"
+    #: Everything IPVS can express; an opened backend drops the schedulers its kernel lacks.
+    capabilities: frozenset[Capability] = ALL_CAPABILITIES
+
+    def __init__(self, vips: Iterable[object] = (), fwmarks: Iterable[int] = ()) -> None:
+        try:
+            from lbcore_ipvs import _codec as codec
+            from lbcore_ipvs._netlink import IPVSSocket, NetlinkError
+        except ImportError as exc:
+            raise BackendUnavailable("ipvs", f"pyroute2 is missing ({exc}): pip install 'lbcore[ipvs]'") from exc
+        self._codec = codec
+        self._error = NetlinkError
+        self.vips = frozenset(self._address(v) for v in vips)
+        self.fwmarks = frozenset(fwmarks)
+        try:
+            self.socket = IPVSSocket()
+        except NetlinkError as exc:
+            raise BackendUnavailable("ipvs", f"no IPVS in this kernel or namespace ({exc.strerror}): "
+                                     "modprobe ip_vs", errno=exc.errno) from exc
+        except PermissionError as exc:
+            raise BackendUnavailable("ipvs", "IPVS needs CAP_NET_ADMIN", errno=exc.errno) from exc
+        missing = {s for s in Scheduler if not scheduler_available(s)}
+        self.capabilities = ALL_CAPABILITIES - {Capability.for_scheduler(s) for s in missing}
+
+    @staticmethod
+    def _address(value: object) -> IPAddress:
+        address = _as_address(value)
+        if not isinstance(address, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+            raise InvalidField("IPVSBackend", "vips", value, "is not an IPv4 or IPv6 address")
+        return address
+
+    def owns(self, key: ServiceKey) -> bool:
+        """Whether the service ``key`` is lbcore's."""
+        return key.fwmark in self.fwmarks if key.fwmark else key.address in self.vips
+
+    def close(self) -> None:
+        """Close the netlink socket."""
+        self.socket.close()
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def _kernel_services(self) -> list[Any]:
+        c = self._codec
+        return [c.parse_service(m) for m in self.socket.dump(c.CMD_GET_SERVICE, [])]
+
+    def _kernel_dests(self, key: ServiceKey) -> list[Any]:
+        c = self._codec
+        nest = ("IPVS_CMD_ATTR_SERVICE", {"attrs": c.service_key_attrs(key)})
+        return [c.parse_dest(m, key.family) for m in self.socket.dump(c.CMD_GET_DEST, [nest])]
+
+    def read(self) -> Table:
+        """The services lbcore owns, the global timeouts and the IPVS sysctls.
+
+        Real servers come in the order they were added (the kernel lists the newest first).
+
+        Raises:
+            NotOwned: an owned VIP or mark holds a service lbcore cannot express (set by
+                another tool): lbcore will not manage it.
+        """
+        services = []
+        for ks in self._kernel_services():
+            if not self.owns(ks.key):
+                continue
+            if ks.service is None:
+                raise NotOwned(f"the kernel service {ks.key} uses settings lbcore does not model")
+            dests = [kd.real_server for kd in self._kernel_dests(ks.key)]
+            services.append(attrs.evolve(ks.service, real_servers=tuple(reversed(dests))))
+        (config,) = self.socket.request(self._codec.CMD_GET_CONFIG, [])
+        return Table(services, timeouts=self._codec.parse_timeouts(config), sysctls=self._read_sysctls())
+
+    @staticmethod
+    def _read_sysctls() -> Sysctls:
+        sysctls = Sysctls()
+        for name in Sysctls.names():
+            path = SYSCTL_DIR / name
+            if path.exists():  # lblc(r)_expiration exist only while that module is loaded
+                sysctls = sysctls.with_value(name, path.read_text().strip())
+        return sysctls
+
+    # -- applying ---------------------------------------------------------------------------------
+
+    def _request(self, op: Op) -> tuple[int, Any]:
+        """The one netlink request of an op (not SetSysctls, which writes files)."""
+        c = self._codec
+        if isinstance(op, (AddService, EditService)):
+            cmd = c.CMD_NEW_SERVICE if isinstance(op, AddService) else c.CMD_SET_SERVICE
+            return cmd, [("IPVS_CMD_ATTR_SERVICE", {"attrs": c.service_attrs(op.service)})]
+        if isinstance(op, DeleteService):
+            return c.CMD_DEL_SERVICE, [("IPVS_CMD_ATTR_SERVICE", {"attrs": c.service_key_attrs(op.key)})]
+        if isinstance(op, (AddRealServer, EditRealServer, DeleteRealServer)):
+            service = ("IPVS_CMD_ATTR_SERVICE", {"attrs": c.service_key_attrs(op.key)})
+            if isinstance(op, DeleteRealServer):
+                return c.CMD_DEL_DEST, [service, ("IPVS_CMD_ATTR_DEST",
+                                                  {"attrs": c.dest_key_attrs(op.address, op.port)})]
+            cmd = c.CMD_NEW_DEST if isinstance(op, AddRealServer) else c.CMD_SET_DEST
+            return cmd, [service, ("IPVS_CMD_ATTR_DEST", {"attrs": c.dest_attrs(op.real_server)})]
+        assert isinstance(op, SetTimeouts)
+        return c.CMD_SET_CONFIG, c.timeout_attrs(op.timeouts)
+
+    def _check_owned(self, ops: Sequence[Op]) -> None:
+        for op in ops:
+            key = op.service.key if isinstance(op, (AddService, EditService)) else getattr(op, "key", None)
+            if key is not None and not self.owns(key):
+                raise NotOwned(f"{op}: {key} is not on a VIP or mark this backend owns "
+                               f"(vips={sorted(map(str, self.vips))}, fwmarks={sorted(self.fwmarks)})")
+
+    def apply(self, ops: Sequence[Op]) -> None:
+        """Apply every op, or none: a failure undoes what took effect.
+
+        Requests are pipelined (a window is sent before its acks are read), so the ops after a
+        failed one may have taken effect too; they are undone with the rest.
+
+        Raises:
+            NotOwned: an op on a service this backend does not own; nothing was sent.
+            ServiceExists, ServiceNotFound, RealServerExists, RealServerNotFound: the kernel
+                moved since read(); what took effect was undone.
+            Unsupported: the kernel lacks the scheduler module.
+            BackendError: another kernel refusal; what took effect was undone.
+            StateUnknown: the undo failed too; lists what is in effect.
+        """
+        self._check_owned(ops)
+        before: list[Table] = []  # the table each op applies to, for its inverse
+        table = self.read()
+        for op in ops:
+            before.append(table)
+            table = apply_op(table, op)
+        done: list[int] = []
+        failure: tuple[int, OSError] | None = None
+        i = 0
+        while i < len(ops) and failure is None:
+            if isinstance(ops[i], SetSysctls):
+                try:
+                    self._write_sysctls(ops[i])  # type: ignore[arg-type]
+                    done.append(i)
+                except OSError as exc:
+                    failure = (i, exc)
+                i += 1
+                continue
+            j = i
+            while j < len(ops) and not isinstance(ops[j], SetSysctls):
+                j += 1
+            for k, code in zip(range(i, j), self._send_batch([self._request(op) for op in ops[i:j]])):
+                if not code:
+                    done.append(k)
+                elif failure is None:
+                    failure = (k, self._error(code, os.strerror(code)))
+            i = j
+        if failure is not None:
+            k, cause = failure
+            error = self._mapped(ops[k], cause.errno or 0, cause)
+            self._undo([(ops[d], before[d]) for d in done], error, ops[k])
+            raise error from cause
+
+    def _send_batch(self, requests: list[tuple[int, Any]]) -> list[int]:
+        """Send requests pipelined; the errno of each, 0 for success (tests wrap this)."""
+        return self.socket.batch(requests)
+
+    def _mapped(self, op: Op, code: int, exc: OSError) -> LBError:
+        from lbcore_ipvs._errors import mapped
+
+        return mapped(op, code, exc)
+
+    @staticmethod
+    def _write_sysctls(op: SetSysctls) -> None:
+        for name in Sysctls.names():
+            path = SYSCTL_DIR / name
+            if path.exists():
+                path.write_text(f"{int(getattr(op.sysctls, name))}\n")
+
+    def _undo(self, done: list[tuple[Op, Table]], error: LBError, failed: Op) -> None:
+        """Undo ``done`` newest first; raise StateUnknown if that fails."""
+        in_effect = [op for op, _ in done]
+        for op, table in reversed(done):
+            for undo in inverse(table, op):
+                if isinstance(undo, SetSysctls):
+                    try:
+                        self._write_sysctls(undo)
+                        continue
+                    except OSError as exc:
+                        code = exc.errno
+                else:
+                    (code,) = self._send_batch([self._request(undo)])
+                if code:
+                    raise StateUnknown("ipvs", f"{failed} failed ({error}) and undoing {op} failed "
+                                       f"({os.strerror(code or 0)})", in_effect, failed, code)
+            in_effect.pop()
+
+    # -- backend-only features (not on Balancer) -----------------------------------------------------
+
+    def zero(self, service: VirtualService | ServiceKey | None = None) -> None:
+        """Zero the counters of one service and its real servers, or of everything (ipvsadm -Z).
+
+        Raises:
+            NotOwned: the service is not lbcore's.
+        """
+        c = self._codec
+        if service is None:
+            self.socket.request(c.CMD_ZERO, [])
+            return
+        key = service.key if isinstance(service, VirtualService) else service
+        self._check_owned([DeleteService(key)])
+        self.socket.request(c.CMD_ZERO, [("IPVS_CMD_ATTR_SERVICE", {"attrs": c.service_key_attrs(key)})])
+
+    def stats(self) -> dict[ServiceKey, dict[str, Any]]:
+        """Per owned service: its 64-bit counters and rates, and each real server's, with its
+        ActiveConn, InActConn and PersistConn."""
+        out: dict[ServiceKey, dict[str, Any]] = {}
+        for ks in self._kernel_services():
+            if self.owns(ks.key):
+                out[ks.key] = {"stats": ks.stats, "real_servers": {
+                    kd.real_server.key: {"stats": kd.stats, "active": kd.active, "inactive": kd.inactive,
+                                         "persistent": kd.persistent} for kd in self._kernel_dests(ks.key)}}
+        return out
+
+    def connections(self, persistent_conn: bool = False) -> str:
+        """``ipvsadm -Lnc`` of the whole namespace, from /proc/net/ip_vs_conn (netlink has none)."""
+        from lbcore.sim.report import connections_from_proc
+
+        return connections_from_proc(PROC_CONN.read_text(), persistent_conn=persistent_conn)
+
+    def start_daemon(self, state: str, interface: str, syncid: int = 0) -> None:
+        """Start the connection sync daemon (``state`` "master" or "backup"), as ipvsadm --start-daemon.
+
+        Raises:
+            InvalidField: an unknown state.
+            BackendError: the kernel refused (EEXIST: already running).
+        """
+        c = self._codec
+        roles = {"master": 1, "backup": 2}
+        if state not in roles:
+            raise InvalidField("IPVSBackend.start_daemon", "state", state, "is not master or backup")
+        nest = {"attrs": [("IPVS_DAEMON_ATTR_STATE", roles[state]), ("IPVS_DAEMON_ATTR_MCAST_IFN", interface),
+                          ("IPVS_DAEMON_ATTR_SYNC_ID", syncid)]}
+        self._daemon(c.CMD_NEW_DAEMON, nest)
+
+    def stop_daemon(self, state: str) -> None:
+        """Stop the sync daemon of ``state`` ("master" or "backup")."""
+        roles = {"master": 1, "backup": 2}
+        if state not in roles:
+            raise InvalidField("IPVSBackend.stop_daemon", "state", state, "is not master or backup")
+        self._daemon(self._codec.CMD_DEL_DAEMON, {"attrs": [("IPVS_DAEMON_ATTR_STATE", roles[state])]})
+
+    def _daemon(self, cmd: int, nest: dict[str, Any]) -> None:
+        try:
+            self.socket.request(cmd, [("IPVS_CMD_ATTR_DAEMON", nest)])
+        except self._error as exc:
+            raise BackendError("ipvs", f"sync daemon: {exc.strerror}", errno=exc.errno) from exc
+
+    def daemons(self) -> list[dict[str, Any]]:
+        """The running sync daemons: state, interface, syncid (ipvsadm -L --daemon)."""
+        out = []
+        for msg in self.socket.dump(self._codec.CMD_GET_DAEMON, []):
+            nest = msg.get_attr("IPVS_CMD_ATTR_DAEMON")
+            state = nest.get_attr("IPVS_DAEMON_ATTR_STATE")
+            out.append({"state": {1: "master", 2: "backup"}.get(state, str(state)),
+                        "interface": nest.get_attr("IPVS_DAEMON_ATTR_MCAST_IFN"),
+                        "syncid": nest.get_attr("IPVS_DAEMON_ATTR_SYNC_ID")})
+        return out
+
