@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import ClassVar, Protocol
 
 from lbcore.enums import ForwardMethod, Scheduler
 from lbcore.errors import Unsupported
-from lbcore.model import RealServer, VirtualService
+from lbcore.model import RealServer, ServiceKey, VirtualService
 from lbcore.ops import (
     AddRealServer,
     AddService,
@@ -72,8 +72,11 @@ class Backend(Protocol):
     #: What the backend can express; an instance may narrow it to what its kernel has.
     capabilities: frozenset[Capability]
 
-    def read(self) -> Table:
+    def read(self, keys: Collection[ServiceKey] | None = None) -> Table:
         """Return the state lbcore owns, as the backend holds it now.
+
+        With ``keys``, only those services (the ones that exist) besides timeouts and sysctls:
+        enough to check or undo ops on them, at a cost that does not grow with the table.
 
         Not guaranteed: that it is still so when the caller acts on it (another program may
         change the kernel in between; apply() then raises).

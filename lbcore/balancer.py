@@ -18,6 +18,7 @@ from lbcore.ops import (
     SetSysctls,
     SetTimeouts,
     apply_ops,
+    service_key,
 )
 from lbcore.plan import plan
 from lbcore.registry import open_backend
@@ -71,9 +72,14 @@ class Balancer:
             ServiceExists, ServiceNotFound, RealServerExists, RealServerNotFound, InvalidField:
                 an op does not fit the current table.
         """
+        return self._check(ops, None)
+
+    def _check(self, ops: Sequence[Op], table: Table | None) -> Table:
         for op in ops:
             require(self.backend, op)
-        return apply_ops(self.read(), ops)
+        if table is None:  # only the services the ops touch: the cost does not grow with the table
+            table = self.backend.read({k for k in map(service_key, ops) if k is not None})
+        return apply_ops(table, ops)
 
     def execute(self, ops: Sequence[Op]) -> None:
         """Check ``ops``, then have the backend apply them all, or none.
@@ -93,8 +99,11 @@ class Balancer:
         Raises:
             LBError: the errors of :meth:`execute`.
         """
-        ops = self.plan(desired)
-        self.execute(ops)
+        current = self.read()
+        ops = plan(current, _as_table(desired))
+        self._check(ops, current)
+        if ops:
+            self.backend.apply(ops)
         return ops
 
     # -- ipvsadm's verbs ----------------------------------------------------------------------

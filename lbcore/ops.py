@@ -9,7 +9,7 @@ same errors.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import ClassVar
 
 import attrs
@@ -231,27 +231,52 @@ def apply_ops(table: Table, ops: Iterable[Op]) -> Table:
     return attrs.evolve(table, services=services)
 
 
+def service_key(op: Op) -> ServiceKey | None:
+    """The service ``op`` changes, or None (timeouts, sysctls)."""
+    if isinstance(op, (AddService, EditService)):
+        return op.service.key
+    return getattr(op, "key", None)
+
+
+def undo_ops(table: Table, ops: Sequence[Op]) -> list[list[Op]]:
+    """For each of ``ops`` (applied in order to ``table``), the ops that undo it.
+
+    Raises:
+        The errors of :func:`apply_op`: ``ops`` do not fit ``table``.
+    """
+    services = dict(table.services)
+    undo = []
+    for op in ops:
+        undo.append(_inverse(services, table, op))
+        table = _transition(services, table, op)
+    return undo
+
+
 def inverse(table: Table, op: Op) -> list[Op]:
     """The ops that undo ``op``, which was applied to ``table``.
 
     Configuration only: a re-added real server comes back at the head of the kernel's list and
     without its counters; connections are not restored.
     """
+    return _inverse(table.services, table, op)
+
+
+def _inverse(services: Mapping[ServiceKey, VirtualService], table: Table, op: Op) -> list[Op]:
     if isinstance(op, AddService):
         return [DeleteService(op.service.key)]
     if isinstance(op, EditService):
-        return [EditService(table.services[op.service.key].settings)]
+        return [EditService(services[op.service.key].settings)]
     if isinstance(op, DeleteService):
-        old = table.services[op.key]
+        old = services[op.key]
         return [AddService(old.settings), *(AddRealServer(op.key, rs) for rs in old.real_servers)]
     if isinstance(op, AddRealServer):
         return [DeleteRealServer(op.key, op.real_server.address, op.real_server.port)]
     if isinstance(op, EditRealServer):
-        old_rs = table.services[op.key].real_server(op.real_server.address, op.real_server.port)
+        old_rs = services[op.key].real_server(op.real_server.address, op.real_server.port)
         assert old_rs is not None
         return [EditRealServer(op.key, old_rs)]
     if isinstance(op, DeleteRealServer):
-        old_rs = table.services[op.key].real_server(op.address, op.port)
+        old_rs = services[op.key].real_server(op.address, op.port)
         assert old_rs is not None
         return [AddRealServer(op.key, old_rs)]
     if isinstance(op, SetTimeouts):

@@ -13,9 +13,10 @@ reverse order, every request that took effect; if the undo fails too it raises
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -35,12 +36,13 @@ from lbcore.ops import (
     Op,
     SetSysctls,
     SetTimeouts,
-    apply_op,
-    inverse,
+    service_key,
+    undo_ops,
 )
 from lbcore.table import Table
 
 SYSCTL_DIR = Path("/proc/sys/net/ipv4/vs")
+FEW = 32  # up to this many services are read one by one; more, by one dump of them all
 MODULE_DIR = "kernel/net/netfilter/ipvs"
 
 
@@ -118,8 +120,20 @@ class IPVSBackend:
         nest = ("IPVS_CMD_ATTR_SERVICE", {"attrs": c.service_key_attrs(key)})
         return [c.parse_dest(m, key.family) for m in self.socket.dump(c.CMD_GET_DEST, [nest])]
 
-    def read(self) -> Table:
-        """The services lbcore owns, the global timeouts and the IPVS sysctls.
+    def _kernel_service(self, key: ServiceKey) -> Any:
+        """One service by GET_SERVICE, or None if the kernel has none with this key."""
+        c = self._codec
+        try:
+            (msg,) = self.socket.request(c.CMD_GET_SERVICE,
+                                         [("IPVS_CMD_ATTR_SERVICE", {"attrs": c.service_key_attrs(key)})])
+        except self._error as exc:
+            if exc.errno == errno.ESRCH:
+                return None
+            raise
+        return c.parse_service(msg)
+
+    def read(self, keys: Collection[ServiceKey] | None = None) -> Table:
+        """The services lbcore owns (or those of ``keys``), the global timeouts and the sysctls.
 
         Real servers come in the order they were added (the kernel lists the newest first).
 
@@ -127,9 +141,13 @@ class IPVSBackend:
             NotOwned: an owned VIP or mark holds a service lbcore cannot express (set by
                 another tool): lbcore will not manage it.
         """
+        if keys is not None and len(keys) <= FEW:
+            found = [self._kernel_service(key) for key in keys if self.owns(key)]
+        else:
+            found = [ks for ks in self._kernel_services() if keys is None or ks.key in keys]
         services = []
-        for ks in self._kernel_services():
-            if not self.owns(ks.key):
+        for ks in found:
+            if ks is None or not self.owns(ks.key):
                 continue
             if ks.service is None:
                 raise NotOwned(f"the kernel service {ks.key} uses settings lbcore does not model")
@@ -169,7 +187,7 @@ class IPVSBackend:
 
     def _check_owned(self, ops: Sequence[Op]) -> None:
         for op in ops:
-            key = op.service.key if isinstance(op, (AddService, EditService)) else getattr(op, "key", None)
+            key = service_key(op)
             if key is not None and not self.owns(key):
                 raise NotOwned(f"{op}: {key} is not on a VIP or mark this backend owns "
                                f"(vips={sorted(map(str, self.vips))}, fwmarks={sorted(self.fwmarks)})")
@@ -189,11 +207,7 @@ class IPVSBackend:
             StateUnknown: the undo failed too; lists what is in effect.
         """
         self._check_owned(ops)
-        before: list[Table] = []  # the table each op applies to, for its inverse
-        table = self.read()
-        for op in ops:
-            before.append(table)
-            table = apply_op(table, op)
+        undo = undo_ops(self.read({k for k in map(service_key, ops) if k is not None}), ops)
         done: list[int] = []
         failure: tuple[int, OSError] | None = None
         i = 0
@@ -218,7 +232,7 @@ class IPVSBackend:
         if failure is not None:
             k, cause = failure
             error = self._mapped(ops[k], cause.errno or 0, cause)
-            self._undo([(ops[d], before[d]) for d in done], error, ops[k])
+            self._undo([(ops[d], undo[d]) for d in done], error, ops[k])
             raise error from cause
 
     def _send_batch(self, requests: list[tuple[int, Any]]) -> list[int]:
@@ -237,11 +251,11 @@ class IPVSBackend:
             if path.exists():
                 path.write_text(f"{int(getattr(op.sysctls, name))}\n")
 
-    def _undo(self, done: list[tuple[Op, Table]], error: LBError, failed: Op) -> None:
-        """Undo ``done`` newest first; raise StateUnknown if that fails."""
+    def _undo(self, done: list[tuple[Op, list[Op]]], error: LBError, failed: Op) -> None:
+        """Undo ``done`` (each op with its inverse ops) newest first; StateUnknown if that fails."""
         in_effect = [op for op, _ in done]
-        for op, table in reversed(done):
-            for undo in inverse(table, op):
+        for op, inverse_ops in reversed(done):
+            for undo in inverse_ops:
                 if isinstance(undo, SetSysctls):
                     try:
                         self._write_sysctls(undo)

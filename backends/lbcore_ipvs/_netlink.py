@@ -22,7 +22,7 @@ from pyroute2.netlink import (
     ctrlmsg,
 )
 
-from lbcore_ipvs._codec import MUTATING, VERSION, Attrs, ipvs_msg
+from lbcore_ipvs._codec import MUTATING, Attrs, encode, ipvs_msg
 
 NETLINK_GENERIC = 16
 CTRL_CMD_GETFAMILY = 3
@@ -80,12 +80,10 @@ class IPVSSocket:
         family: int = reply.get_attr("CTRL_ATTR_FAMILY_ID")
         return family
 
-    def _message(self, cmd: int, attrs: Attrs) -> ipvs_msg:
-        msg = ipvs_msg()
-        msg["cmd"] = cmd
-        msg["version"] = VERSION
-        msg["attrs"] = attrs
-        return msg
+    def _send_ipvs(self, cmd: int, attrs: Attrs, flags: int) -> int:
+        seq = self._next_seq()
+        self.sock.send(encode(cmd, attrs, self.family, flags, seq))
+        return seq
 
     def _frames(self) -> Iterator[tuple[int, int, bytes]]:
         """(type, sequence number, bytes) of each netlink message received, forever."""
@@ -121,12 +119,12 @@ class IPVSSocket:
         """One request; returns its reply (GET) or nothing (a change, acknowledged)."""
         if cmd in MUTATING:
             self.mutations += 1
-        seq = self._send(self._message(cmd, attrs), self.family, NLM_F_REQUEST | NLM_F_ACK)
+        seq = self._send_ipvs(cmd, attrs, NLM_F_REQUEST | NLM_F_ACK)
         return self._collect(seq, ipvs_msg, dump=False)
 
     def dump(self, cmd: int, attrs: Attrs) -> list[Any]:
         """A dump request; returns every reply message."""
-        seq = self._send(self._message(cmd, attrs), self.family, NLM_F_REQUEST | NLM_F_DUMP)
+        seq = self._send_ipvs(cmd, attrs, NLM_F_REQUEST | NLM_F_DUMP)
         return self._collect(seq, ipvs_msg, dump=True)
 
     def batch(self, requests: Sequence[tuple[int, Attrs]]) -> list[int]:
@@ -142,7 +140,7 @@ class IPVSSocket:
             for cmd, attrs in window:
                 if cmd in MUTATING:
                     self.mutations += 1
-                seqs.append(self._send(self._message(cmd, attrs), self.family, NLM_F_REQUEST | NLM_F_ACK))
+                seqs.append(self._send_ipvs(cmd, attrs, NLM_F_REQUEST | NLM_F_ACK))
             acks = self._acks(set(seqs))
             results.extend(acks[seq] for seq in seqs)
         return results

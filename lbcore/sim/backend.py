@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import ClassVar
 
 import attrs
@@ -102,9 +102,12 @@ class SimBackend:
 
     # -- the backend protocol ----------------------------------------------------------------------
 
-    def read(self) -> Table:
-        """The simulated kernel's table (it holds nothing lbcore does not own)."""
-        return self._table
+    def read(self, keys: Collection[ServiceKey] | None = None) -> Table:
+        """The simulated kernel's table (it holds nothing lbcore does not own), or part of it."""
+        if keys is None:
+            return self._table
+        return attrs.evolve(self._table, services={k: self._table.services[k] for k in keys
+                                                   if k in self._table.services})
 
     def apply(self, ops: Sequence[Op]) -> None:
         """Apply every op, or none: all are checked by apply_op before the data plane changes.
@@ -245,13 +248,14 @@ class SimBackend:
         """
         if connection.protocol is not Protocol.TCP:
             return
-        cp = connection._conn
         d = self.director
         c = connection
         fin_ack = tcp.FIN | tcp.ACK
         size = ip_header_bytes(c.vip) + SEGMENT_BYTES
-        d.packet_in(6, c.client, c.client_port, c.vip, c.vport, fin_ack, size)
-        if not cp.dead and not cp.flags & F_NOOUTPUT:
+        cp = d.packet_in(6, c.client, c.client_port, c.vip, c.vport, fin_ack, size)
+        if cp is None:
+            return  # IPVS dropped the FIN (its real server was deleted): the server never saw it
+        if not cp.flags & F_NOOUTPUT:  # NAT: the real server's ACK and FIN pass the director
             d.packet_out(cp, tcp.ACK, size)
             d.packet_out(cp, fin_ack, size)
         d.packet_in(6, c.client, c.client_port, c.vip, c.vport, tcp.ACK, size)

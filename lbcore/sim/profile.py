@@ -43,7 +43,7 @@ class KernelProfile:
 
     @property
     def schedulers(self) -> frozenset[Scheduler]:
-        """The schedulers this release has: twos came in Linux 6.2."""
+        """Which schedulers this release has (twos came in Linux 6.2)."""
         if self.release == "6.1":
             return frozenset(Scheduler) - {Scheduler.TWOS}
         return frozenset(Scheduler)

@@ -44,7 +44,7 @@ def server(identity: str, port: int) -> None:
                 conn.send(reply)
                 sel.register(conn, selectors.EVENT_READ, "conn")
             elif key.data == "udp":
-                data, peer = sock.recvfrom(2048)
+                _, peer = sock.recvfrom(2048)
                 sock.sendto(reply, peer)
             elif not sock.recv(4096):  # the client's FIN: close our side too
                 sel.unregister(sock)

@@ -124,12 +124,12 @@ class Topology:
         for proc in [*self.servers, *([self.client] if self.client else [])]:
             proc.kill()
             proc.wait()
+        for path, value in reversed(self._sysctls):
+            _write(path, value)
         for ns in [CLIENT_NS, *(f"lbr{rs.split('.')[2]}" for rs in self.real_servers)]:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
         for link in self._links:
             subprocess.run(["ip", "link", "del", link], capture_output=True, check=False)
-        for path, value in reversed(self._sysctls):
-            _write(path, value)
 
     def __enter__(self) -> Topology:
         try:
@@ -171,6 +171,7 @@ class KernelReplayer:
         self.topology = topology
         self.start = time.monotonic()
         self.times: list[float] = []  # when each event was really carried out, in trace order
+        self._last = (0.0, 0.0)  # (trace time, real time) of the previous event
 
     def _client(self) -> tuple[IO[str], IO[str]]:
         proc = self.topology.client
@@ -178,10 +179,16 @@ class KernelReplayer:
         return proc.stdin, proc.stdout
 
     def wait_until(self, when: float) -> None:
-        delay = self.start + when - time.monotonic()
+        # Behind schedule, keep the trace's gaps rather than rush: a pause that lets timers
+        # expire must last as long as the trace says.
+        last_when, last_real = self._last
+        target = max(when, last_real + (when - last_when))
+        delay = self.start + target - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        self.times.append(time.monotonic() - self.start)
+        now = time.monotonic() - self.start
+        self.times.append(now)
+        self._last = (when, now)
 
     def open(self, event: Open) -> str | None:
         stdin, stdout = self._client()

@@ -22,19 +22,21 @@ class TraceSpec:
         scheduler: the service's scheduler.
         forward: "nat" (-m) or "dr" (-g).
         connections: how many ``open`` events.
-        real_servers: how many real servers may exist (10.1.<n>.2, port 80).
+        real_servers: how many real servers the trace may add in all (10.1.<n>.2, port 80).
         clients: how many client addresses (10.0.<a>.<b>).
         persistence: a persistence timeout in seconds (short, so it expires), or 0 for none.
         thresholds: put upper thresholds on some real servers.
         sysctls: flip expire_nodest_conn / expire_quiescent_template during the trace.
         step: seconds between events.
         seed: the random seed; the same spec always gives the same text.
+        vip: the virtual IP.
+        tcpfin: if not 0, a FIN_WAIT timeout to set first (DR connections end in FIN_WAIT).
     """
 
     scheduler: Scheduler = attrs.field(default=Scheduler.WLC, converter=Scheduler)
     forward: str = attrs.field(default="nat", validator=attrs.validators.in_(("nat", "dr")))
     connections: int = 200
-    real_servers: int = 5
+    real_servers: int = 8
     clients: int = 40
     persistence: int = 0
     thresholds: bool = True
@@ -42,6 +44,7 @@ class TraceSpec:
     step: float = 0.03
     seed: int = 0
     vip: str = "10.0.0.100"
+    tcpfin: int = 0  # a short FIN_WAIT timeout (--set 0 <tcpfin> 0), so DR entries and templates expire
 
 
 def random_trace(spec: TraceSpec) -> str:
@@ -58,8 +61,15 @@ def random_trace(spec: TraceSpec) -> str:
         t += spec.step
 
     persistent = f" -p {spec.persistence}" if spec.persistence else ""
+    if spec.tcpfin:
+        emit(f"rules --set 0 {spec.tcpfin} 0")
     emit(f"rules -A {svc} -s {spec.scheduler.value}{persistent}")
     present: dict[int, int] = {}  # real server number -> weight
+    # A deleted real server is never added back. IPVS drops a client's FIN to a deleted real
+    # server; the client's TCP retransmits it (after ~200 ms, then backing off), and if the real
+    # server came back meanwhile the FIN goes through and moves the connection to inactive. The
+    # simulator's clients send one FIN, so the two would part on when that happens.
+    deleted: set[int] = set()
 
     def add(n: int) -> None:
         weight = rng.choice((1, 1, 2, 3, 5))
@@ -76,7 +86,7 @@ def random_trace(spec: TraceSpec) -> str:
     while opened < spec.connections:
         roll = rng.random()
         if roll < 0.04:
-            absent = [n for n in range(1, spec.real_servers + 1) if n not in present]
+            absent = [n for n in range(1, spec.real_servers + 1) if n not in present and n not in deleted]
             if absent:
                 add(rng.choice(absent))
                 continue
@@ -84,6 +94,7 @@ def random_trace(spec: TraceSpec) -> str:
             n = rng.choice(sorted(present))
             emit(f"rules -d {svc} -r 10.1.{n}.2:80")
             del present[n]
+            deleted.add(n)
             continue
         if roll < 0.12 and present:
             n = rng.choice(sorted(present))
@@ -97,8 +108,10 @@ def random_trace(spec: TraceSpec) -> str:
         if roll < 0.45 and live:
             emit(f"close {live.pop(rng.randrange(len(live)))}")
             continue
-        if spec.persistence and rng.random() < 0.01:
-            t += spec.persistence + 1.0  # let templates expire
+        if spec.persistence and rng.random() < 2 / spec.connections:  # about two pauses per trace
+            # Long enough for every closed connection, then its template, to expire: the kernel's
+            # timers fire up to a wheel slot late (tens of ms), so no two expiries may be close.
+            t += spec.persistence + spec.tcpfin + 2.0
         opened += 1
         port += 1
         emit(f"open {opened} tcp {rng.choice(clients)}:{port} {spec.vip}:80")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import ClassVar
 
 import pytest
@@ -13,6 +13,7 @@ from lbcore import (
     InvalidField,
     Op,
     RealServer,
+    ServiceKey,
     ServiceNotFound,
     Table,
     Unsupported,
@@ -34,8 +35,10 @@ class RecordingBackend:
         self.table = Table()
         self.applied: list[list[Op]] = []
 
-    def read(self) -> Table:
-        return self.table
+    def read(self, keys: Collection[ServiceKey] | None = None) -> Table:
+        if keys is None:
+            return self.table
+        return Table({k: s for k, s in self.table.services.items() if k in keys})
 
     def apply(self, ops: Sequence[Op]) -> None:
         self.applied.append(list(ops))
