@@ -14,6 +14,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE / "_ext"))
 sys.path.insert(0, str(HERE.parent))  # lbcore from this checkout, installed or not
+sys.path.insert(1, str(HERE.parent / "backends"))  # and lbcore_ipvs (setup.py's package_dir)
 
 import lbcore  # noqa: E402
 

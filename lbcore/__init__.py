@@ -1,7 +1,7 @@
 """lbcore: Linux layer-4 load balancing (IPVS) as Python objects, with a kernel-exact simulator.
 
 One model, several backends: ``sim`` (the default; an in-memory IPVS on a virtual clock),
-``ipvs`` (the kernel over generic netlink) and ``iptables`` (netfilter rules).
+``ipvs`` (the kernel over generic netlink); ``iptables`` (netfilter rules) is planned.
 """
 
 from lbcore.backend import Backend, Capability

@@ -40,7 +40,7 @@ class Balancer:
     (:func:`~lbcore.apply_op`) before the backend sees any of them.
 
     Args:
-        backend: a backend object, or the name of one ("sim", "ipvs", "iptables").
+        backend: a backend object, or the name of an installed one ("sim", "ipvs").
         **options: passed to the backend when it is given by name.
 
     .. versionadded:: 0.1

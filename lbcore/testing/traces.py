@@ -1,8 +1,8 @@
 """Seeded random traces for differential tests: the same text replays on the simulator and a kernel.
 
 A trace exercises what changes scheduling decisions: weight edits (including 0), real servers added
-and deleted (and re-added: the trash), thresholds, persistence with short timeouts and expiry,
-many clients, sysctls. Times are spaced so that a real-time kernel replay can keep up.
+and deleted (never re-added: see random_trace), thresholds, persistence with short timeouts and
+pauses, many clients, sysctls. Times are spaced so that a real-time kernel replay can keep up.
 """
 
 from __future__ import annotations
