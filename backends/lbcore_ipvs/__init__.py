@@ -91,6 +91,12 @@ class IPVSBackend:
                                      "modprobe ip_vs", errno=exc.errno) from exc
         except PermissionError as exc:
             raise BackendUnavailable("ipvs", "IPVS needs CAP_NET_ADMIN", errno=exc.errno) from exc
+        try:  # every IPVS command, even a read, needs CAP_NET_ADMIN: find out now, not mid-read
+            self.socket.request(codec.CMD_GET_INFO, [])
+        except NetlinkError as exc:
+            self.socket.close()
+            raise BackendUnavailable("ipvs", f"IPVS refused this process ({exc.strerror}): it needs "
+                                     "CAP_NET_ADMIN", errno=exc.errno) from exc
         missing = {s for s in Scheduler if not scheduler_available(s)}
         self.capabilities = ALL_CAPABILITIES - {Capability.for_scheduler(s) for s in missing}
 
