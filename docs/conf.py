@@ -51,7 +51,9 @@ nitpicky = True
 # cannot link anywhere (builtins and typing names Sphinx resolves itself; attrs types appear in no
 # public signature). lbcore's own public names must all resolve; the few exceptions follow.
 nitpick_ignore_regex = [
-    ("py:class", r"(ipaddress|collections|collections\.abc|enum)\.\w+"),
+    ("py:class", r"(ipaddress|collections|collections\.abc|enum|asyncio\.\w+)\.\w+"),
+    # Private helpers of lbcore.health.probers, named in signatures only.
+    ("py:class", r"lbcore\.health\.probers\._\w+"),
 ]
 nitpick_ignore = [
     # Type variables in signatures (requires(), sorted_real_servers()): not documented objects.

@@ -1,0 +1,364 @@
+"""Health check definitions and the policy that runs them: attrs value objects, validated on construction.
+
+A check says *what* to ask a real server (connect, an HTTP request, a DNS query, ...); the
+:class:`Policy` says *how often* and *how many* answers change its state (keepalived's delay_loop,
+connect_timeout, retry, delay_before_retry, alpha/omega; haproxy's rise and fall). Every refusal is
+an :class:`~lbcore.errors.InvalidField` naming the class, the field and the value.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from lbcore.errors import InvalidField
+from lbcore.model import IPAddress, _address, _as_address, _refuse
+
+
+class HealthState(str, enum.Enum):
+    """Whether a real server answers its check."""
+
+    UP = "up"
+    DOWN = "down"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def _as_state(value: object) -> Any:
+    try:
+        return HealthState(value)
+    except ValueError:
+        return value
+
+
+def _state(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, HealthState):
+        _refuse(inst, attribute, value, "is not up or down")
+
+
+def _seconds(minimum: float, inclusive: bool) -> Callable[[object, attrs.Attribute[Any], object], None]:
+    bound = f">= {minimum}" if inclusive else f"> {minimum}"
+
+    def check(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not ok or (value < minimum if inclusive else value <= minimum):  # type: ignore[operator]
+            _refuse(inst, attribute, value, f"is not a number of seconds {bound}")
+
+    return check
+
+
+def _count(minimum: int) -> Callable[[object, attrs.Attribute[Any], object], None]:
+    def check(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            _refuse(inst, attribute, value, f"is not a count >= {minimum}")
+
+    return check
+
+
+def _optional_port(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535):
+        _refuse(inst, attribute, value, "is not a port (1..65535) or None")
+
+
+def _optional_address(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None:
+        _address(inst, attribute, value)
+
+
+def _text(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, str) or not value or any(c in value for c in "\r\n"):
+        _refuse(inst, attribute, value, "is not one line of text")
+
+
+def _optional_text(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None:
+        _text(inst, attribute, value)
+
+
+def _regex(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is None:
+        return
+    if not isinstance(value, (str, bytes)):
+        _refuse(inst, attribute, value, "is not a regular expression")
+    try:
+        re.compile(value)  # type: ignore[call-overload]
+    except re.error as exc:
+        _refuse(inst, attribute, value, f"is not a regular expression ({exc})")
+
+
+def _optional_seconds(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None:
+        _seconds(0.0, False)(inst, attribute, value)
+
+
+@attrs.frozen(kw_only=True)
+class Policy:
+    """How a check runs and how many answers change a real server's state.
+
+    A check starts every ``interval`` seconds (measured from start to start) and fails when no answer
+    comes within ``timeout``. A failed attempt is tried again ``retry`` times, ``delay_before_retry``
+    seconds after it failed (keepalived); only when every attempt fails does the check count as
+    failed. ``fall`` failed checks in a row take an up server down; ``rise`` passed checks in a row
+    bring a down server up. So a server that stops answering just after a passed check is down
+    ``interval * fall + timeout`` seconds later (with ``retry`` 0). A check that takes longer
+    than ``interval`` (timeout or retries) delays the next one until it ends: checks of one real
+    server never overlap.
+
+    Args:
+        interval: seconds between the starts of two checks (keepalived delay_loop).
+        timeout: seconds an attempt may take (keepalived connect_timeout).
+        rise: passed checks in a row that bring a down server up.
+        fall: failed checks in a row that take an up server down.
+        retry: attempts after a failed one, before the check counts as failed.
+        delay_before_retry: seconds between a failed attempt and its retry.
+        initial: the state before the first check: up, or down (keepalived alpha).
+        jitter: the first check starts at a random time in [0, jitter] seconds, so checks spread.
+
+    .. versionadded:: 0.1
+    """
+
+    interval: float = attrs.field(default=6.0, validator=_seconds(0.0, False))
+    timeout: float = attrs.field(default=5.0, validator=_seconds(0.0, False))
+    rise: int = attrs.field(default=1, validator=_count(1))
+    fall: int = attrs.field(default=1, validator=_count(1))
+    retry: int = attrs.field(default=0, validator=_count(0))
+    delay_before_retry: float = attrs.field(default=1.0, validator=_seconds(0.0, True))
+    initial: HealthState = attrs.field(default=HealthState.UP, converter=_as_state, validator=_state)
+    jitter: float = attrs.field(default=0.0, validator=_seconds(0.0, True))
+
+
+@attrs.frozen(kw_only=True)
+class Check:
+    """What every check has: where it goes, when not to the real server's own address and port.
+
+    Args:
+        address: ask this address instead of the real server's (e.g. the VIP, or a management
+            address).
+        port: ask this port instead of the real server's.
+        timeout: this check's own timeout, instead of the policy's.
+
+    .. versionadded:: 0.1
+    """
+
+    address: IPAddress | None = attrs.field(default=None, converter=_as_address, validator=_optional_address)
+    port: int | None = attrs.field(default=None, validator=_optional_port)
+    timeout: float | None = attrs.field(default=None, validator=_optional_seconds)
+
+
+@attrs.frozen(kw_only=True)
+class TCPCheck(Check):
+    """Up when a TCP connection is established (keepalived TCP_CHECK).
+
+    .. versionadded:: 0.1
+    """
+
+
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "OPTIONS")
+
+
+def _method(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value not in HTTP_METHODS:
+        _refuse(inst, attribute, value, f"is not one of: {', '.join(HTTP_METHODS)}")
+
+
+def _path(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    _text(inst, attribute, value)
+    if not str(value).startswith("/") or " " in str(value):
+        _refuse(inst, attribute, value, "is not a request path (starts with /, no spaces)")
+
+
+def _as_statuses(value: object) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return frozenset({value})
+    if isinstance(value, (list, tuple, set, frozenset, range)):
+        return frozenset(value)
+    return value
+
+
+def _statuses(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, frozenset) or not value:
+        _refuse(inst, attribute, value, "is not a set of HTTP status codes")
+    assert isinstance(value, frozenset)
+    for code in value:
+        if isinstance(code, bool) or not isinstance(code, int) or not 100 <= code <= 599:
+            _refuse(inst, attribute, code, "is not an HTTP status code (100..599)")
+
+
+@attrs.frozen(kw_only=True)
+class HTTPCheck(Check):
+    """Up when an HTTP(S) request gets an expected status, and a body the regex finds (HTTP_GET, SSL_GET).
+
+    The request is HTTP/1.0 with ``Connection: close``, so the body ends where the connection does.
+
+    Args:
+        method: the request method.
+        path: the request path, with its query.
+        host: the Host header (the virtual host); the target address when None.
+        status: the status codes that mean up.
+        body: a regular expression searched in the body (decoded as latin-1), or None.
+        https: use TLS.
+        sni: the server name sent in the TLS handshake; ``host`` when None.
+        verify: check the server's certificate and name against the system's CAs.
+
+    .. versionadded:: 0.1
+    """
+
+    method: str = attrs.field(default="GET", validator=_method)
+    path: str = attrs.field(default="/", validator=_path)
+    host: str | None = attrs.field(default=None, validator=_optional_text)
+    status: frozenset[int] = attrs.field(default=frozenset({200}), converter=_as_statuses, validator=_statuses)
+    body: str | None = attrs.field(default=None, validator=_regex)
+    https: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    sni: str | None = attrs.field(default=None, validator=_optional_text)
+    verify: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+
+    def __attrs_post_init__(self) -> None:
+        fields = attrs.fields(HTTPCheck)
+        if self.body is not None and not isinstance(self.body, str):
+            _refuse(self, fields.body, self.body, "is not a str regular expression")
+        if not self.https and (self.sni is not None or self.verify):
+            _refuse(self, fields.sni if self.sni is not None else fields.verify,
+                    self.sni if self.sni is not None else self.verify, "is only for https")
+
+
+def _payload(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, bytes) or not value:
+        _refuse(inst, attribute, value, "is not a non-empty bytes payload")
+
+
+@attrs.frozen(kw_only=True)
+class UDPCheck(Check):
+    """Up when a datagram sent to the server gets a reply that the regex finds (keepalived UDP_CHECK).
+
+    Args:
+        payload: the datagram to send.
+        reply: a bytes regular expression searched in the reply; any reply when None.
+
+    .. versionadded:: 0.1
+    """
+
+    payload: bytes = attrs.field(default=b"\n", validator=_payload)
+    reply: bytes | None = attrs.field(default=None, validator=_regex)
+
+    def __attrs_post_init__(self) -> None:
+        if self.reply is not None and not isinstance(self.reply, bytes):
+            _refuse(self, attrs.fields(UDPCheck).reply, self.reply, "is not a bytes regular expression")
+
+
+#: The query types a DNSCheck asks for (RFC 1035, RFC 3596, RFC 2782).
+DNS_TYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "PTR": 12, "MX": 15, "TXT": 16, "AAAA": 28, "SRV": 33}
+
+
+def _dns_name(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    labels = value.rstrip(".").split(".") if isinstance(value, str) else []
+    if not labels or not all(0 < len(label) <= 63 and label.isascii() for label in labels) or len(str(value)) > 253:
+        _refuse(inst, attribute, value, "is not a domain name")
+
+
+def _dns_type(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value not in DNS_TYPES:
+        _refuse(inst, attribute, value, f"is not one of: {', '.join(DNS_TYPES)}")
+
+
+@attrs.frozen(kw_only=True)
+class DNSCheck(Check):
+    """Up when the server answers a query over UDP with NOERROR and at least one answer (DNS_CHECK).
+
+    Args:
+        name: the name to ask for.
+        type: the record type, e.g. "A", "AAAA", "SOA".
+
+    .. versionadded:: 0.1
+    """
+
+    name: str = attrs.field(default="localhost", validator=_dns_name)
+    type: str = attrs.field(default="A", validator=_dns_type)
+
+
+@attrs.frozen(kw_only=True)
+class SMTPCheck(Check):
+    """Up when the server greets with a 220 banner (keepalived SMTP_CHECK); it is then sent QUIT.
+
+    .. versionadded:: 0.1
+    """
+
+
+def _command(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, tuple) or not value or not all(isinstance(a, str) for a in value):
+        _refuse(inst, attribute, value, "is not a non-empty sequence of arguments")
+
+
+def _as_tuple(value: object) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+@attrs.frozen(kw_only=True)
+class ExecCheck(Check):
+    """Up when a command exits with status 0 in time (keepalived MISC_CHECK); it is killed on timeout.
+
+    ``{address}`` and ``{port}`` in the arguments are replaced by the target's. No shell runs it.
+
+    Args:
+        command: the program and its arguments.
+
+    .. versionadded:: 0.1
+    """
+
+    command: tuple[str, ...] = attrs.field(default=("true",), converter=_as_tuple, validator=_command)
+
+    def arguments(self, address: IPAddress, port: int) -> list[str]:
+        """The command with the target filled in."""
+        return [a.replace("{address}", str(address)).replace("{port}", str(port)) for a in self.command]
+
+
+@attrs.frozen(kw_only=True)
+class FixedCheck(Check):
+    """A check that asks nothing and always gives ``state`` (ldirectord's checktype on and off).
+
+    Useful to take a real server out by configuration, or to keep one in whatever happens.
+
+    Args:
+        state: up (on) or down (off).
+
+    .. versionadded:: 0.1
+    """
+
+    state: HealthState = attrs.field(default=HealthState.UP, converter=_as_state, validator=_state)
+
+
+@attrs.frozen
+class Probe:
+    """One check as it runs: a check, its policy and the address and port it asks.
+
+    Two services that check the same real server the same way share one Probe, and so one check.
+
+    .. versionadded:: 0.1
+    """
+
+    check: Check
+    policy: Policy
+    address: IPAddress
+    port: int
+
+    @property
+    def timeout(self) -> float:
+        """The check's own timeout, or the policy's."""
+        return self.check.timeout if self.check.timeout is not None else self.policy.timeout
+
+
+def probe_for(check: Check, policy: Policy, address: IPAddress, port: int) -> Probe:
+    """The probe of ``check`` on a real server at ``address:port`` (the check's overrides win).
+
+    Raises:
+        InvalidField: the check has no port and the real server's port is 0 (a fwmark service).
+    """
+    target_port = check.port if check.port is not None else port
+    if target_port == 0:
+        raise InvalidField(type(check).__name__, "port", None, f"must be set: real server {address} has port 0")
+    return Probe(check, policy, check.address if check.address is not None else address, target_port)
