@@ -289,6 +289,37 @@ class SMTPCheck(Check):
     """
 
 
+#: The most data an echo request carries: an IPv4 datagram's 65535 bytes, less 20 of IP and 8 of ICMP.
+PING_MAX_SIZE = 65507
+
+
+def _ping_size(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= PING_MAX_SIZE:
+        _refuse(inst, attribute, value, f"is not a payload size (0..{PING_MAX_SIZE})")
+
+
+@attrs.frozen(kw_only=True)
+class PingCheck(Check):
+    """Up when the server answers an ICMP (or ICMPv6) echo request (the guide's "ping server").
+
+    A ping asks a host, not a port: ``port`` must stay None, and the probe of a ping has port 0,
+    so every service that pings the same address the same way shares one check. The asyncio
+    prober uses an unprivileged ICMP socket when ``net.ipv4.ping_group_range`` includes the
+    process's group, and a raw socket (CAP_NET_RAW) otherwise.
+
+    Args:
+        size: data bytes after the 8-byte ICMP header, as ``ping -s`` (56 gives a 64-byte message).
+
+    .. versionadded:: 0.2
+    """
+
+    size: int = attrs.field(default=56, validator=_ping_size)
+
+    def __attrs_post_init__(self) -> None:
+        if self.port is not None:
+            _refuse(self, attrs.fields(PingCheck).port, self.port, "must be None: ICMP has no port")
+
+
 def _command(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, tuple) or not value or not all(isinstance(a, str) for a in value):
         _refuse(inst, attribute, value, "is not a non-empty sequence of arguments")
@@ -334,7 +365,7 @@ class FixedCheck(Check):
 
 @attrs.frozen
 class Probe:
-    """One check as it runs: a check, its policy and the address and port it asks.
+    """One check as it runs: a check, its policy and the address and port it asks (0 for a ping).
 
     Two services that check the same real server the same way share one Probe, and so one check.
 
@@ -355,10 +386,15 @@ class Probe:
 def probe_for(check: Check, policy: Policy, address: IPAddress, port: int) -> Probe:
     """The probe of ``check`` on a real server at ``address:port`` (the check's overrides win).
 
+    A :class:`PingCheck` probe has port 0, whatever the real server's port.
+
     Raises:
         InvalidField: the check has no port and the real server's port is 0 (a fwmark service).
     """
+    target = check.address if check.address is not None else address
+    if isinstance(check, PingCheck):
+        return Probe(check, policy, target, 0)  # a host, not a port: one ping per address
     target_port = check.port if check.port is not None else port
     if target_port == 0:
         raise InvalidField(type(check).__name__, "port", None, f"must be set: real server {address} has port 0")
-    return Probe(check, policy, check.address if check.address is not None else address, target_port)
+    return Probe(check, policy, target, target_port)

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import heapq
+import os
+import random
 import re
+import socket
 import ssl
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -19,7 +23,7 @@ import attrs
 
 from lbcore.clock import VirtualClock
 from lbcore.errors import InvalidField
-from lbcore.health import _dns
+from lbcore.health import _dns, _icmp
 from lbcore.health.checks import (
     Check,
     DNSCheck,
@@ -27,6 +31,7 @@ from lbcore.health.checks import (
     FixedCheck,
     HealthState,
     HTTPCheck,
+    PingCheck,
     Probe,
     SMTPCheck,
     TCPCheck,
@@ -91,6 +96,9 @@ class AsyncioProber:
         self._clock = LoopClock(self.loop)
         self._tasks: set[asyncio.Task[None]] = set()
         self._dns_id = 0
+        # A raw ICMP socket sees every echo reply of the host: a random identifier tells ours apart.
+        self._icmp_id = random.getrandbits(16)
+        self._icmp_seq = 0
 
     @property
     def clock(self) -> LoopClock:
@@ -139,6 +147,8 @@ class AsyncioProber:
             return self._smtp(address, port)
         if isinstance(check, ExecCheck):
             return self._exec(check, address, port, probe.timeout)
+        if isinstance(check, PingCheck):
+            return self._ping(check, address)
         if isinstance(check, TCPCheck):
             return self._tcp(address, port)
         raise InvalidField("AsyncioProber", "check", check, "is not a check this prober runs")
@@ -218,6 +228,47 @@ class AsyncioProber:
             writer.close()
         return banner.decode("latin-1").strip()
 
+    async def _ping(self, check: PingCheck, address: IPAddress) -> str:
+        version = address.version
+        if version == 6:
+            sock, kind = _icmp_socket(socket.AF_INET6, socket.IPPROTO_ICMPV6)
+        else:
+            sock, kind = _icmp_socket(socket.AF_INET, socket.IPPROTO_ICMP)
+        self._icmp_seq = (self._icmp_seq + 1) & 0xFFFF
+        seq = self._icmp_seq
+        # The kernel sets the identifier of an unprivileged ICMP socket, and filters replies by it.
+        ident = self._icmp_id if kind == "raw" else None
+        payload = (seq.to_bytes(2, "big") * (check.size // 2 + 1))[:check.size]
+        loop = self.loop
+        outcome: asyncio.Future[tuple[str, int]] = loop.create_future()
+
+        def readable() -> None:
+            while not outcome.done():
+                try:
+                    data = sock.recv(65536)
+                except BlockingIOError:
+                    return
+                except OSError as exc:  # an ICMP error queued on an unprivileged socket
+                    outcome.set_exception(exc)
+                    return
+                found = _icmp.answer(version, data, ident, seq, payload, ip_header=kind == "raw" and version == 4)
+                if found is not None:
+                    outcome.set_result(found)
+
+        try:
+            sock.setblocking(False)
+            sock.connect((str(address), 0))  # the kernel then hands us only datagrams from the target
+            loop.add_reader(sock.fileno(), readable)
+            sent = loop.time()
+            sock.send(_icmp.request(version, ident if ident is not None else 0, seq, payload))
+            what, code = await outcome
+        finally:
+            loop.remove_reader(sock.fileno())
+            sock.close()
+        if what != "reply":
+            raise ProbeFailed(f"destination unreachable (ICMP code {code})")
+        return f"echo reply in {(loop.time() - sent) * 1000:.1f} ms ({kind} socket)"
+
     @staticmethod
     async def _exec(check: ExecCheck, address: IPAddress, port: int, timeout: float) -> str:
         process = await asyncio.create_subprocess_exec(
@@ -233,6 +284,24 @@ class AsyncioProber:
         if status != 0:
             raise ProbeFailed(f"exit status {status}")
         return "exit status 0"
+
+
+def _icmp_socket(family: int, proto: int) -> tuple[socket.socket, str]:
+    """An unprivileged ICMP socket if ``net.ipv4.ping_group_range`` allows our group, else a raw one.
+
+    Raises:
+        ProbeFailed: neither is allowed (no CAP_NET_RAW, and the group is outside the range).
+    """
+    try:
+        return socket.socket(family, socket.SOCK_DGRAM, proto), "dgram"
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM):
+            raise
+    try:
+        return socket.socket(family, socket.SOCK_RAW, proto), "raw"
+    except PermissionError as exc:
+        raise ProbeFailed(f"no ICMP socket: group {os.getgid()} is outside net.ipv4.ping_group_range "
+                          "and raw sockets need CAP_NET_RAW") from exc
 
 
 # -- simulation ------------------------------------------------------------------------------------
@@ -355,12 +424,14 @@ class SimProber:
             self.call_at(now, lambda: done(state is HealthState.UP, f"fixed {state}"))
             return
         self.attempts.append((now, probe.address, probe.port))
-        condition = self.fleet.condition(probe.address, probe.port, now)
+        ping = isinstance(probe.check, PingCheck)
+        # A ping asks the host: only the script's changes without a port apply to it.
+        condition = self.fleet.condition(probe.address, None if ping else probe.port, now)
         timeout = probe.timeout
         if condition.up and condition.latency < timeout:
-            self.call_at(now + condition.latency, lambda: done(True, "answered"))
+            self.call_at(now + condition.latency, lambda: done(True, "echo reply" if ping else "answered"))
         elif condition.refuse and condition.latency < timeout:
-            self.call_at(now + condition.latency, lambda: done(False, "refused"))
+            self.call_at(now + condition.latency, lambda: done(False, "destination unreachable" if ping else "refused"))
         else:
             self.call_at(now + timeout, lambda: done(False, f"no answer within {timeout} s"))
 
