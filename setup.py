@@ -10,13 +10,13 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["lbcore", "lbcore.*"]) + ["lbcore_ipvs"],
-    package_dir={"lbcore_ipvs": "backends/lbcore_ipvs"},
+    packages=find_packages(include=["lbcore", "lbcore.*"]) + ["lbcore_ipvs", "lbcore_iptables"],
+    package_dir={"lbcore_ipvs": "backends/lbcore_ipvs", "lbcore_iptables": "backends/lbcore_iptables"},
     package_data={"lbcore": ["py.typed"]},
     install_requires=["attrs>=22.2"],
     extras_require={
         "ipvs": ["pyroute2>=0.7"],
-        "iptables": ["python-iptables>=1.0"],
+        "iptables": ["python-iptables>=1.0", "pyroute2>=0.7"],
         "all": ["pyroute2>=0.7", "python-iptables>=1.0"],
         "testing": ["pytest>=7", "hypothesis>=6", "simpy>=4"],
     },
@@ -25,6 +25,7 @@ setup(
         "lbcore.backends": [
             "sim = lbcore.sim:SimBackend",
             "ipvs = lbcore_ipvs:IPVSBackend",
+            "iptables = lbcore_iptables:IPTablesBackend",
         ],
     },
 )

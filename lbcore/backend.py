@@ -11,13 +11,16 @@ from lbcore.errors import Unsupported
 from lbcore.model import RealServer, ServiceKey, VirtualService
 from lbcore.ops import (
     AddRealServer,
+    AddRule,
     AddService,
+    DeleteRule,
     EditRealServer,
     EditService,
     Op,
     SetSysctls,
     SetTimeouts,
 )
+from lbcore.rules import AutoNat, FirewallMark, PolicyRoute, Redirect
 from lbcore.table import Table
 
 
@@ -55,6 +58,11 @@ class Capability(str, enum.Enum):
     QUIESCE = "quiesce"  # weight 0
     TIMEOUTS = "timeouts"
     SYSCTLS = "sysctls"
+    # The rules of lbcore.rules: netfilter and routing beside the services.
+    MARK_RULES = "mark-rules"
+    AUTO_NAT = "auto-nat"
+    REDIRECT = "redirect"
+    POLICY_ROUTING = "policy-routing"
 
     def __str__(self) -> str:
         return self.value
@@ -137,6 +145,14 @@ def _real_server_needs(rs: RealServer) -> set[Capability]:
     return needs
 
 
+_RULE_CAPABILITY = {
+    FirewallMark: Capability.MARK_RULES,
+    AutoNat: Capability.AUTO_NAT,
+    Redirect: Capability.REDIRECT,
+    PolicyRoute: Capability.POLICY_ROUTING,
+}
+
+
 def needs(op: Op) -> set[Capability]:
     """The capabilities a backend must have to carry out ``op``."""
     if isinstance(op, (AddService, EditService)):
@@ -147,6 +163,8 @@ def needs(op: Op) -> set[Capability]:
         return {Capability.TIMEOUTS}
     if isinstance(op, SetSysctls):
         return {Capability.SYSCTLS}
+    if isinstance(op, (AddRule, DeleteRule)):
+        return {_RULE_CAPABILITY[type(op.rule)]}
     return set()
 
 

@@ -8,13 +8,16 @@ Every error lbcore raises is an :class:`LBError`::
       Conflict
         ServiceExists
         RealServerExists
+        RuleExists
       NotFound(LBError, LookupError)
         ServiceNotFound
         RealServerNotFound
+        RuleNotFound
       Unsupported                           .backend .capability .reason
       NotOwned                              the kernel object is not lbcore's to touch
       BackendError                          .backend .op; the original error as __cause__
-        BackendUnavailable                  missing package, no CAP_NET_ADMIN, no ip_vs
+        BackendUnavailable                  missing package, no CAP_NET_ADMIN, no ip_vs,
+                                            iptables is the nf_tables variant
         StateUnknown                        a failed apply could not be undone: .applied
 
 Messages name the field and the value, e.g.
@@ -68,6 +71,13 @@ class RealServerExists(Conflict):
     """The virtual service already has a real server with this address and port."""
 
 
+class RuleExists(Conflict):
+    """A rule with this key (see :mod:`lbcore.rules`) exists already.
+
+    .. versionadded:: 0.2
+    """
+
+
 class NotFound(LBError, LookupError):
     """The change refers to something that does not exist."""
 
@@ -78,6 +88,13 @@ class ServiceNotFound(NotFound):
 
 class RealServerNotFound(NotFound):
     """The virtual service has no real server with this address and port."""
+
+
+class RuleNotFound(NotFound):
+    """No rule has this key, or the one that has it differs from the one to delete.
+
+    .. versionadded:: 0.2
+    """
 
 
 class Unsupported(LBError):

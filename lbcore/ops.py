@@ -18,10 +18,13 @@ from lbcore.errors import (
     InvalidField,
     RealServerExists,
     RealServerNotFound,
+    RuleExists,
+    RuleNotFound,
     ServiceExists,
     ServiceNotFound,
 )
 from lbcore.model import IPAddress, RealServer, ServiceKey, Sysctls, Timeouts, VirtualService
+from lbcore.rules import AutoNat, FirewallMark, PolicyRoute, Redirect, Rule, RuleKey
 from lbcore.table import Table
 
 
@@ -36,6 +39,8 @@ class OpKind(enum.Enum):
     DELETE_REAL_SERVER = "delete_real_server"
     SET_TIMEOUTS = "set_timeouts"
     SET_SYSCTLS = "set_sysctls"
+    ADD_RULE = "add_rule"
+    DELETE_RULE = "delete_rule"
 
 
 def _settings_only(inst: object, attribute: attrs.Attribute[VirtualService], value: object) -> None:
@@ -141,6 +146,39 @@ class SetSysctls:
         return "set_sysctls"
 
 
+def _rule(inst: object, attribute: attrs.Attribute[Rule], value: object) -> None:
+    if not isinstance(value, (FirewallMark, AutoNat, Redirect, PolicyRoute)):
+        raise InvalidField(type(inst).__name__, attribute.name, value, "is not an lbcore rule")
+
+
+@attrs.frozen
+class AddRule:
+    """Add a netfilter or routing rule (:mod:`lbcore.rules`).
+
+    .. versionadded:: 0.2
+    """
+
+    kind: ClassVar[OpKind] = OpKind.ADD_RULE
+    rule: Rule = attrs.field(validator=_rule)
+
+    def __str__(self) -> str:
+        return f"add_rule {self.rule.text()}"
+
+
+@attrs.frozen
+class DeleteRule:
+    """Delete a rule; it carries the whole rule, which must be the one the table holds.
+
+    .. versionadded:: 0.2
+    """
+
+    kind: ClassVar[OpKind] = OpKind.DELETE_RULE
+    rule: Rule = attrs.field(validator=_rule)
+
+    def __str__(self) -> str:
+        return f"delete_rule {self.rule.text()}"
+
+
 Op = (
     AddService
     | EditService
@@ -150,6 +188,8 @@ Op = (
     | DeleteRealServer
     | SetTimeouts
     | SetSysctls
+    | AddRule
+    | DeleteRule
 )
 
 
@@ -201,9 +241,26 @@ def _transition(services: dict[ServiceKey, VirtualService], table: Table, op: Op
         return attrs.evolve(table, timeouts=op.timeouts)
     elif isinstance(op, SetSysctls):
         return attrs.evolve(table, sysctls=op.sysctls)
+    elif isinstance(op, (AddRule, DeleteRule)):
+        return attrs.evolve(table, rules=_rule_transition(table.rules or {}, op))
     else:
         raise InvalidField("Op", "kind", op, "is not an lbcore op")
     return table
+
+
+def _rule_transition(rules: Mapping[RuleKey, Rule], op: AddRule | DeleteRule) -> dict[RuleKey, Rule]:
+    key = op.rule.key
+    have = rules.get(key)
+    if isinstance(op, AddRule) and have is not None:
+        raise RuleExists(f"rule {have.text()!r} exists already")
+    if isinstance(op, DeleteRule) and have != op.rule:
+        raise RuleNotFound(f"no rule {op.rule.text()!r}" + (f" (there is {have.text()!r})" if have else ""))
+    changed = dict(rules)
+    if isinstance(op, AddRule):
+        changed[key] = op.rule
+    else:
+        del changed[key]
+    return changed
 
 
 def apply_op(table: Table, op: Op) -> Table:
@@ -214,6 +271,7 @@ def apply_op(table: Table, op: Op) -> Table:
         ServiceNotFound: any other op on a service that does not exist.
         RealServerExists: AddRealServer of a real server the service has.
         RealServerNotFound: EditRealServer or DeleteRealServer of one it does not have.
+        RuleExists, RuleNotFound: AddRule of a key the table holds; DeleteRule of a rule it lacks.
         InvalidField: the real server does not fit the service (family, port).
     """
     return apply_ops(table, (op,))
@@ -232,7 +290,7 @@ def apply_ops(table: Table, ops: Iterable[Op]) -> Table:
 
 
 def service_key(op: Op) -> ServiceKey | None:
-    """The service ``op`` changes, or None (timeouts, sysctls)."""
+    """The service ``op`` changes, or None (timeouts, sysctls, rules)."""
     if isinstance(op, (AddService, EditService)):
         return op.service.key
     return getattr(op, "key", None)
@@ -281,4 +339,8 @@ def _inverse(services: Mapping[ServiceKey, VirtualService], table: Table, op: Op
         return [AddRealServer(op.key, old_rs)]
     if isinstance(op, SetTimeouts):
         return [SetTimeouts(table.timeouts)] if table.timeouts is not None else []
+    if isinstance(op, AddRule):
+        return [DeleteRule(op.rule)]
+    if isinstance(op, DeleteRule):
+        return [AddRule(op.rule)]
     return [SetSysctls(table.sysctls)] if table.sysctls is not None else []

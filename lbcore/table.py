@@ -8,6 +8,7 @@ from types import MappingProxyType
 import attrs
 
 from lbcore.model import ServiceKey, Sysctls, Timeouts, VirtualService
+from lbcore.rules import Rule, RuleKey
 
 
 def _as_services(value: object) -> Mapping[ServiceKey, VirtualService]:
@@ -19,12 +20,23 @@ def _as_services(value: object) -> Mapping[ServiceKey, VirtualService]:
     return MappingProxyType({svc.key: svc for svc in services})
 
 
+def _as_rules(value: object) -> Mapping[RuleKey, Rule] | None:
+    if value is None or isinstance(value, MappingProxyType):
+        return value
+    if isinstance(value, Mapping):
+        return MappingProxyType(dict(value))
+    rules = list(value) if isinstance(value, Iterable) else []
+    return MappingProxyType({rule.key: rule for rule in rules})
+
+
 @attrs.frozen
 class Table:
-    """What lbcore owns: virtual services (with their real servers), timeouts and sysctls.
+    """What lbcore owns: virtual services (with their real servers), rules, timeouts and sysctls.
 
-    ``timeouts`` and ``sysctls`` are None in a desired table that leaves them alone; a backend's
-    ``read()`` fills them in.
+    ``rules`` are the netfilter and routing objects of :mod:`lbcore.rules` (firewall marks,
+    Auto-NAT, redirects, policy routes), by their keys. ``rules``, ``timeouts`` and ``sysctls``
+    are None in a desired table that leaves them alone; a backend's ``read()`` fills them in
+    (``rules`` with an empty mapping where the backend holds none).
 
     .. versionadded:: 0.1
     """
@@ -34,6 +46,7 @@ class Table:
     )
     timeouts: Timeouts | None = None
     sysctls: Sysctls | None = None
+    rules: Mapping[RuleKey, Rule] | None = attrs.field(default=None, converter=_as_rules)
 
     def __iter__(self) -> Iterator[VirtualService]:
         return iter(self.services.values())

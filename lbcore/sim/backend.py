@@ -25,6 +25,7 @@ from lbcore.ops import (
     SetTimeouts,
     apply_ops,
 )
+from lbcore.rules import FirewallMark, firewall_mark
 from lbcore.sim import report, tcp
 from lbcore.sim.director import F_NOOUTPUT, Conn, Director
 from lbcore.sim.profile import LINUX_6_1, KernelProfile
@@ -96,7 +97,7 @@ class SimBackend:
         # A scheduler the simulated release lacks is refused as that kernel refuses it.
         missing = frozenset(Scheduler) - self.kernel.schedulers
         self.capabilities = ALL_CAPABILITIES - {Capability.for_scheduler(s) for s in missing}
-        self._table = Table(timeouts=Timeouts(), sysctls=Sysctls())
+        self._table = Table(timeouts=Timeouts(), sysctls=Sysctls(), rules={})
         self._serial = 0
         self._next_port: dict[IPAddress, int] = {}
 
@@ -189,13 +190,24 @@ class SimBackend:
         assert isinstance(vaddr, (ipaddress.IPv4Address, ipaddress.IPv6Address))
         return caddr, self._client_port(caddr, cport), vaddr
 
+    def _mark(self, mark: int | None, proto: Protocol, caddr: IPAddress, vaddr: IPAddress, vport: int) -> int:
+        if mark is not None:
+            return mark
+        marks = [r for r in (self._table.rules or {}).values() if isinstance(r, FirewallMark)]
+        if not marks or vaddr.version != 4:
+            return 0
+        return firewall_mark(marks, proto, caddr, vaddr, vport)
+
     def connect(self, client: object, vip: object, vport: int, *, protocol: Protocol | str = Protocol.TCP,
-                client_port: int | None = None, mark: int = 0, payload: int = 0) -> Connection | None:
+                client_port: int | None = None, mark: int | None = None,
+                payload: int = 0) -> Connection | None:
         """Open a connection from ``client`` to ``vip:vport`` as a real client would.
 
         TCP: the client's SYN, the real server's SYN+ACK (seen by a NAT director only) and the
         client's ACK; the connection stays open until :meth:`close`. UDP: one datagram of
-        ``payload`` bytes each way. ``mark`` is the firewall mark the packets carry.
+        ``payload`` bytes each way. ``mark`` is the firewall mark the packets carry; None lets the
+        table's :class:`~lbcore.rules.FirewallMark` rules mark them, as mangle PREROUTING does
+        before IPVS sees a packet.
 
         Returns:
             The connection, or None when IPVS took none (no service, or no real server available).
@@ -205,6 +217,7 @@ class SimBackend:
         """
         proto = Protocol(protocol) if isinstance(protocol, str) else protocol
         caddr, cport, vaddr = self._endpoints(client, vip, vport, client_port)
+        mark = self._mark(mark, proto, caddr, vaddr, vport)
         d = self.director
         ip = ip_header_bytes(vaddr)
         if proto is Protocol.UDP:
@@ -225,7 +238,7 @@ class SimBackend:
         return Connection(self._serial, proto, caddr, cport, vaddr, vport, cp.daddr, cp.dport, cp)
 
     def which(self, client: object, vip: object, vport: int, *, protocol: Protocol | str = Protocol.TCP,
-              mark: int = 0) -> str | None:
+              mark: int | None = None) -> str | None:
         """The ``rip:rport`` a new connection from ``client`` would reach now, or None.
 
         Nothing changes: schedulers that keep state (rr's cursor, lblc's cache, twos' random
@@ -236,6 +249,7 @@ class SimBackend:
         """
         proto = Protocol(protocol) if isinstance(protocol, str) else protocol
         caddr, _, vaddr = self._endpoints(client, vip, vport, 0)
+        mark = self._mark(mark, proto, caddr, vaddr, vport)
         dest = self.director.predict(proto.number, caddr, EPHEMERAL_PORTS[0], vaddr, vport, mark)
         if dest is None:
             return None

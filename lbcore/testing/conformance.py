@@ -28,12 +28,15 @@ from lbcore.errors import (
     InvalidField,
     RealServerExists,
     RealServerNotFound,
+    RuleExists,
+    RuleNotFound,
     ServiceExists,
     ServiceNotFound,
     Unsupported,
 )
 from lbcore.model import Persistence, RealServer, Timeouts, Tunnel, VirtualService
-from lbcore.ops import AddRealServer, AddService, DeleteService, EditRealServer
+from lbcore.ops import AddRealServer, AddRule, AddService, DeleteRule, DeleteService, EditRealServer
+from lbcore.rules import AutoNat, FirewallMark, Redirect, Rule
 from lbcore.registry import open_backend
 from lbcore.table import Table
 
@@ -79,8 +82,8 @@ def requires(*capabilities: Capability) -> Callable[[F], F]:
     return decorate
 
 
-def web(scheduler: str = "wlc", **kwargs: Any) -> VirtualService:
-    """A TCP service on port 80 with three NAT real servers."""
+def web(scheduler: str = "rr", **kwargs: Any) -> VirtualService:
+    """A TCP service on port 80 with three NAT real servers (rr: every backend has it)."""
     kwargs.setdefault("real_servers", [RealServer(rip, 80, forward="nat") for rip in RIPS])
     return VirtualService(protocol="tcp", address=VIP, port=80, scheduler=scheduler, **kwargs)
 
@@ -100,12 +103,12 @@ class BackendConformance:
         lb.add_service(web())
         before = backend.read()
         with pytest.raises(ServiceExists):
-            lb.add_service(web(scheduler="rr"))
+            lb.add_service(web(scheduler="wrr"))
         assert backend.read() == before
 
     def test_real_server_for_a_missing_service_raises_service_not_found(self, backend: Backend) -> None:
         with pytest.raises(ServiceNotFound):
-            Balancer(backend).add_real_server(web().key, RealServer(RIPS[0], 80))
+            Balancer(backend).add_real_server(web().key, RealServer(RIPS[0], 80, forward="nat"))
         assert len(backend.read()) == 0
 
     def test_adding_an_existing_real_server_raises_real_server_exists(self, backend: Backend) -> None:
@@ -131,7 +134,7 @@ class BackendConformance:
         lb = Balancer(backend)
         lb.add_service(web())
         before = backend.read()
-        other = VirtualService(protocol="tcp", address=VIP, port=443)
+        other = VirtualService(protocol="tcp", address=VIP, port=443, scheduler="rr")
         with pytest.raises(ServiceExists):
             lb.execute([AddService(other), AddService(web().settings)])
         assert backend.read() == before
@@ -139,9 +142,15 @@ class BackendConformance:
     def test_dr_real_server_on_another_port_is_refused(self, backend: Backend) -> None:
         lb = Balancer(backend)
         lb.add_service(web(real_servers=[]))
-        with pytest.raises(InvalidField) as refused:
-            lb.execute([AddRealServer(web().key, RealServer(RIPS[0], 8080, forward="dr"))])
-        assert refused.value.field == "port" and refused.value.value == 8080
+        dr = AddRealServer(web().key, RealServer(RIPS[0], 8080, forward="dr"))
+        if Capability.FORWARD_DR in backend.capabilities:
+            with pytest.raises(InvalidField) as refused:
+                lb.execute([dr])
+            assert refused.value.field == "port" and refused.value.value == 8080
+        else:
+            with pytest.raises(Unsupported) as unsupported:
+                lb.execute([dr])
+            assert unsupported.value.capability is Capability.FORWARD_DR
         assert list(backend.read()) == [web(real_servers=[])]
 
     def test_applying_a_desired_state_twice_plans_nothing_the_second_time(self, backend: Backend) -> None:
@@ -167,8 +176,8 @@ class BackendConformance:
     def test_edit_service_keeps_its_real_servers(self, backend: Backend) -> None:
         lb = Balancer(backend)
         lb.add_service(web())
-        lb.edit_service(web(scheduler="rr"))
-        assert list(backend.read()) == [web(scheduler="rr")]
+        lb.edit_service(web(scheduler="wrr"))
+        assert list(backend.read()) == [web(scheduler="wrr")]
 
     def test_delete_service_removes_its_real_servers(self, backend: Backend) -> None:
         lb = Balancer(backend)
@@ -233,6 +242,38 @@ class BackendConformance:
         Balancer(backend).add_service(svc)
         assert list(backend.read()) == [svc]
 
+    @requires(Capability.MARK_RULES, Capability.FWMARK)
+    def test_a_fwmark_service_and_its_marks_apply_and_read_back_together(self, backend: Backend) -> None:
+        svc = VirtualService(fwmark=1, scheduler="rr", real_servers=[RealServer(RIPS[0], 0, forward="nat")])
+        marks = FirewallMark(1, "tcp", ports=(80, 443), destinations=[VIP])
+        lb = Balancer(backend)
+        lb.apply(Table([svc], rules=[marks]))
+        assert backend.read().rules == {marks.key: marks}
+        assert list(backend.read()) == [svc]
+        assert lb.apply(Table([], rules=[])) == [DeleteRule(marks), DeleteService(svc.key)]
+        assert backend.read() == Table([], timeouts=backend.read().timeouts,
+                                       sysctls=backend.read().sysctls, rules={})
+
+    @requires(Capability.MARK_RULES)
+    def test_adding_an_existing_rule_raises_rule_exists_and_changes_nothing(self, backend: Backend) -> None:
+        lb = Balancer(backend)
+        lb.execute([AddRule(FirewallMark(3, "udp"))])
+        before = backend.read()
+        with pytest.raises(RuleExists):
+            lb.execute([AddRule(FirewallMark(4, "tcp")), AddRule(FirewallMark(3, "tcp"))])
+        with pytest.raises(RuleNotFound):
+            lb.execute([DeleteRule(FirewallMark(3, "tcp"))])
+        assert backend.read() == before
+
+    @requires(Capability.AUTO_NAT, Capability.REDIRECT)
+    def test_changing_a_rule_replaces_it(self, backend: Backend) -> None:
+        lb = Balancer(backend)
+        first: list[Rule] = [AutoNat("eth0", ["10.0.0.0/24"]), Redirect(VIP)]
+        lb.apply(Table([], rules=first))
+        second: list[Rule] = [AutoNat("eth0", ["10.0.0.0/24"], to_source="203.0.113.1"), Redirect(VIP)]
+        assert lb.apply(Table([], rules=second)) == [DeleteRule(first[0]), AddRule(second[0])]
+        assert backend.read().rules == {r.key: r for r in second}
+
     @requires(Capability.TIMEOUTS)
     def test_timeouts_read_back(self, backend: Backend) -> None:
         Balancer(backend).set_timeouts(Timeouts(tcp=600, tcpfin=30, udp=60))
@@ -243,6 +284,6 @@ class BackendConformance:
         table = backend.read()
         assert isinstance(table, Table)
         with pytest.raises(TypeError):
-            table.services[web().key] = web("rr")  # type: ignore[index]
+            table.services[web().key] = web("wrr")  # type: ignore[index]
         with pytest.raises(attrs.exceptions.FrozenInstanceError):
             table.timeouts = None  # type: ignore[misc]

@@ -1,0 +1,303 @@
+"""IPTablesBackend: netfilter rules through python-iptables (libiptc), and a DNAT balancer.
+
+It carries out two kinds of op. The rules of :mod:`lbcore.rules` (firewall marks, Auto-NAT,
+redirects, policy routes) are what an IPVS deployment needs beside IPVS; virtual services become
+the DNAT balancer of :mod:`lbcore.dnat`, for hosts without IPVS.
+
+Ownership: everything lives in ``LBCORE-*`` chains, reached from built-in chains by jumps that
+carry the comment ``lbcore`` (see :mod:`lbcore_iptables._layout`); policy routes carry routing
+protocol 219 (:data:`lbcore.rules.RTPROT_LBCORE`). Nothing else is read or changed.
+
+Atomicity: libiptc replaces a whole table in one call, so an apply is one commit per table it
+touches (nat, mangle), made under the xtables lock that ``iptables -w`` takes. When another
+program commits in between anyway (EAGAIN), the edit is redone on a fresh copy of the table and
+committed again. If a later commit or the routes fail, the tables already committed are edited
+back; if that fails too, :class:`~lbcore.errors.StateUnknown` says what is in effect.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import shutil
+import time
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ClassVar
+
+from lbcore import dnat
+from lbcore.backend import Capability
+from lbcore.errors import BackendError, BackendUnavailable, InvalidField, StateUnknown
+from lbcore.ipvsadm import parse_save
+from lbcore.model import ServiceKey, VirtualService
+from lbcore.ops import Op, apply_ops, service_key
+from lbcore.rules import PolicyRoute, Rule, RuleKey, rule_from_text
+from lbcore.table import Table
+
+#: The lock iptables-legacy takes with ``-w`` (xtables.h XT_LOCK_NAME).
+XTABLES_LOCK = Path(os.environ.get("XTABLES_LOCKFILE", "/run/xtables.lock"))
+#: Commits retried after EAGAIN (another program committed between our read and our commit).
+RETRIES = 20
+#: Set to 1 to write legacy rules on a host whose iptables is the nf_tables variant.
+LEGACY_OVERRIDE_ENV = "LBCORE_IPTABLES_LEGACY"
+
+
+def iptables_variant() -> str | None:
+    """"nf_tables" or "legacy": which xtables the host's ``iptables`` command drives (None: none)."""
+    path = shutil.which("iptables")
+    if path is None:
+        return None
+    target = os.path.basename(os.path.realpath(path))
+    if "nft" in target:
+        return "nf_tables"
+    return "legacy"
+
+
+class IPTablesBackend:
+    """Netfilter in the current network namespace, through libiptc.
+
+    Args:
+        weighted: ``"random"`` accepts wrr services as weighted random (statistic ``--mode
+            random``: each real server gets its weight's share on average, in no fixed order);
+            without it wrr is refused, since no netfilter match interleaves by weight.
+        legacy_beside_nft: write legacy xtables even where the host's ``iptables`` is the
+            nf_tables variant (or set ``LBCORE_IPTABLES_LEGACY=1``).
+        lock_timeout: seconds to wait for the xtables lock.
+
+    Raises:
+        BackendUnavailable: python-iptables is missing, the host's iptables is the nf_tables
+            variant (and no override), or the process lacks CAP_NET_ADMIN.
+        InvalidField: ``weighted`` is not None or "random".
+
+    .. versionadded:: 0.2
+    """
+
+    name: ClassVar[str] = "iptables"
+    capabilities: frozenset[Capability] = dnat.capabilities(None)
+
+    def __init__(self, *, weighted: str | None = None, legacy_beside_nft: bool = False,
+                 lock_timeout: float = 10.0) -> None:
+        if weighted not in (None, dnat.WEIGHTED_RANDOM):
+            raise InvalidField("IPTablesBackend", "weighted", weighted, "is not None or 'random'")
+        legacy_beside_nft = legacy_beside_nft or os.environ.get(LEGACY_OVERRIDE_ENV) == "1"
+        if iptables_variant() == "nf_tables" and not legacy_beside_nft:
+            raise BackendUnavailable(
+                "iptables",
+                "this host's iptables is the nf_tables variant (iptables-nft): the legacy rules "
+                "python-iptables writes would be invisible to `iptables -L` and `nft list ruleset`. "
+                "Switch the host with `update-alternatives --set iptables /usr/sbin/iptables-legacy`, "
+                f"or open the backend with legacy_beside_nft=True (or {LEGACY_OVERRIDE_ENV}=1) to "
+                "write legacy rules anyway",
+            )
+        try:
+            import iptc
+            from iptc import ip4tc
+        except (ImportError, OSError) as exc:  # OSError: libxtables/libiptc missing
+            raise BackendUnavailable(
+                "iptables", f"python-iptables is missing ({exc}): pip install 'lbcore[iptables]' "
+                "and apt-get install iptables") from exc
+        self._iptc = iptc
+        self._lib = ip4tc
+        self.capabilities = dnat.capabilities(weighted)
+        self.lock_timeout = lock_timeout
+        self.weighted = weighted
+        self.retries = 0  # commits redone after EAGAIN, for tests and benchmarks
+        try:
+            self._table("nat")
+        except BackendError as exc:
+            raise BackendUnavailable("iptables", f"netfilter refused this process ({exc}): it needs "
+                                     "CAP_NET_ADMIN", errno=exc.errno) from exc
+        self._routes: Any = None
+
+    def close(self) -> None:
+        """Release the libiptc handles and the routing socket."""
+        for name in ("nat", "mangle"):
+            cached = self._iptc.Table._cache.pop(name, None)
+            if cached is not None:
+                cached.autocommit = False
+                cached.close()
+        if self._routes is not None:
+            self._routes.close()
+            self._routes = None
+
+    # -- libiptc ------------------------------------------------------------------------------------
+
+    def _errno(self) -> int:
+        return int(self._lib._get_errno_loc()[0])
+
+    def _table(self, name: str) -> Any:
+        """A fresh copy of table ``name`` (iptc_init), changed only by commit()."""
+        iptc = self._iptc
+        try:
+            table = iptc.Table(name, autocommit=False)
+            table.autocommit = False
+            table.refresh()
+        except iptc.IPTCError as exc:
+            raise BackendError("iptables", f"cannot read table {name}: {exc}", errno=self._errno()) from exc
+        return table
+
+    def _chains(self, table: Any) -> set[str]:
+        lib, handle = table._iptc, table._handle
+        names = set()
+        chain = lib.iptc_first_chain(handle)
+        while chain:
+            names.add(chain.decode())
+            chain = lib.iptc_next_chain(handle)
+        return names
+
+    def _descriptors(self, table: Any, chain: str) -> list[str]:
+        """The descriptor of each entry of one of lbcore's chains ("" where it has none)."""
+        from lbcore_iptables import _edit
+
+        return [text for text, _ in _edit.listing(table, chain)]
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def read(self, keys: Collection[ServiceKey] | None = None) -> Table:
+        """The services and rules lbcore owns (with ``keys``: only those services, and the rules).
+
+        Only lbcore's dispatch chains and the chains of the services asked for are read, entry by
+        entry, and of each entry only its comments: the cost does not grow with foreign rules.
+
+        Raises:
+            BackendError: netfilter could not be read.
+        """
+        from lbcore_iptables import _layout as layout
+
+        nat, mangle = self._table("nat"), self._table("mangle")
+        wanted = None if keys is None else {layout.service_chain(k) for k in keys}
+        lines: list[str] = []
+        names = self._chains(nat)
+        for text in self._descriptors(nat, layout.SERVICES):
+            svc_line = text
+            if not svc_line.startswith("-A "):
+                continue
+            svc_chain = layout.service_chain(_service_key(svc_line))
+            if wanted is not None and svc_chain not in wanted:
+                continue
+            lines.append(svc_line)
+            prefix = svc_chain.replace("LBCORE-S-", "LBCORE-R-") + "-"
+            members = []
+            for chain in sorted(n for n in names if n.startswith(prefix)):
+                (text,) = self._descriptors(nat, chain)[:1] or ("",)
+                index, _, line = text.partition(" ")
+                members.append((int(index), line))
+            lines.extend(line for _, line in sorted(members))
+        rules: dict[RuleKey, Rule] = {}
+        for table, chain in ((mangle, layout.MARKS), (nat, layout.REDIRECTS), (nat, layout.POSTROUTING)):
+            for text in self._descriptors(table, chain):
+                if text:
+                    rule = rule_from_text(text)
+                    rules[rule.key] = rule
+        for route in self._policy_routes():
+            rules[route.key] = route
+        return Table(parse_save("\n".join(lines) + "\n").services, rules=rules)
+
+    # -- applying -----------------------------------------------------------------------------------
+
+    def apply(self, ops: Sequence[Op]) -> None:
+        """Apply every op with one commit per table, or none.
+
+        Raises:
+            ServiceExists, ServiceNotFound, RealServerExists, RealServerNotFound, RuleExists,
+                RuleNotFound: the state moved since the caller read it; nothing was changed.
+            BackendError: netfilter or routing refused a change; what was committed was undone.
+            StateUnknown: and the undo failed too.
+        """
+        ops = list(ops)
+        before = self.read({k for k in map(service_key, ops) if k is not None})
+        after = apply_ops(before, ops)  # the preconditions, against what the kernel holds now
+        services = {k: after.services.get(k) for k in map(service_key, ops) if k is not None}
+        old_rules, new_rules = before.rules or {}, after.rules or {}
+        rules = {k: new_rules.get(k) for k in {*old_rules, *new_rules} if old_rules.get(k) != new_rules.get(k)}
+        undo_services = {k: before.services.get(k) for k in services}
+        undo_rules = {k: old_rules.get(k) for k in rules}
+        done: list[str] = []
+        try:
+            with self._lock():
+                for name in ("nat", "mangle"):
+                    if self._commit(name, services, rules):
+                        done.append(name)
+            self._set_routes(rules)
+        except BaseException as exc:
+            try:
+                with self._lock():
+                    for name in done:
+                        self._commit(name, undo_services, undo_rules)
+            except Exception as undo_exc:
+                raise StateUnknown("iptables", f"apply failed ({exc}) and so did its undo ({undo_exc})",
+                                   [f"table {n} committed" for n in done]) from exc
+            raise
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        """Hold the xtables lock, as ``iptables -w`` does, so its commits and ours take turns."""
+        XTABLES_LOCK.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(XTABLES_LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            deadline = time.monotonic() + self.lock_timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise BackendError("iptables", f"the xtables lock {XTABLES_LOCK} is held by "
+                                           f"another program for over {self.lock_timeout} s") from None
+                    time.sleep(0.001)
+            yield
+        finally:
+            os.close(fd)
+
+    def _commit(self, name: str, services: Mapping[ServiceKey, VirtualService | None],
+                rules: Mapping[RuleKey, Rule | None]) -> bool:
+        """Edit table ``name`` to hold ``services`` and ``rules`` (None: absent) and commit it.
+
+        Returns False when the table has nothing to change.
+        """
+        from lbcore_iptables import _edit
+
+        for attempt in range(RETRIES + 1):
+            table = self._table(name)
+            if not _edit.edit(self, table, name, services, rules):
+                return False
+            if table._iptc.iptc_commit(table._handle) == 1:
+                return True
+            code = self._errno()
+            if code != errno.EAGAIN or attempt == RETRIES:
+                raise BackendError("iptables", f"commit of table {name} failed: {os.strerror(code)}", errno=code)
+            self.retries += 1
+            time.sleep(0.001 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    # -- policy routes --------------------------------------------------------------------------------
+
+    def _ipr(self) -> Any:
+        if self._routes is None:
+            try:
+                from pyroute2 import IPRoute
+            except ImportError as exc:
+                raise BackendUnavailable("iptables", f"policy routes need pyroute2 ({exc}): "
+                                         "pip install 'lbcore[iptables]'") from exc
+            self._routes = IPRoute()
+        return self._routes
+
+    def _policy_routes(self) -> list[PolicyRoute]:
+        from lbcore_iptables import _routes
+
+        return _routes.read(self._ipr)
+
+    def _set_routes(self, rules: Mapping[RuleKey, Rule | None]) -> None:
+        from lbcore_iptables import _routes
+
+        changes = {k: r for k, r in rules.items() if k[0] == "policy-route"}
+        if changes:
+            _routes.apply(self._ipr(), changes)
+
+
+def _service_key(line: str) -> ServiceKey:
+    (svc,) = parse_save(line + "\n").services.values()
+    return svc.key
+

@@ -1,0 +1,324 @@
+"""The netfilter and routing side of a deployment, as objects: what feeds and surrounds IPVS.
+
+A virtual service is half of a deployment. The other half is written today into firewall scripts
+and rc.local: the MARK rules that feed a firewall-mark service, Auto-NAT for the real servers'
+outbound traffic, the REDIRECT that solves DR's ARP problem on a real server, and the policy
+routing of a transparent proxy. lbcore owns each of these as one value object, a *rule*, held in
+:attr:`lbcore.Table.rules` by its :attr:`key` and changed with :class:`~lbcore.ops.AddRule` and
+:class:`~lbcore.ops.DeleteRule`, through the same plan/check/apply path as services.
+
+Every rule has a one-line text form (:meth:`text`, :func:`rule_from_text`). Backends that keep
+rules in the kernel store it beside the rule (the iptables backend in a comment match), so reading
+the state back never has to reverse-engineer netfilter's own encoding.
+
+.. versionadded:: 0.2
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+
+from lbcore.enums import Protocol
+from lbcore.errors import ParseError
+from lbcore.model import U32_MAX, IPAddress, _int_in, _refuse
+
+IPv4Network = ipaddress.IPv4Network
+
+#: The routing protocol number lbcore stamps on the ip rules and routes it owns (``proto 219``),
+#: as keepalived stamps its own (18): what carries it is lbcore's, and nothing else is touched.
+RTPROT_LBCORE = 219
+
+#: Protocols whose rules may name ports.
+_PORTED = frozenset({Protocol.TCP, Protocol.UDP, Protocol.SCTP})
+
+
+def _as_networks(value: object) -> object:
+    """Text, addresses or networks to a sorted tuple of IPv4 networks; other values pass through."""
+    items = [value] if isinstance(value, (str, ipaddress.IPv4Address, IPv4Network)) else value
+    if not isinstance(items, Iterable):
+        return value
+    try:
+        return tuple(sorted({ipaddress.IPv4Network(v) for v in items}))
+    except (ValueError, TypeError):
+        return value
+
+
+def _networks(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, tuple) or not all(isinstance(v, IPv4Network) for v in value):
+        _refuse(inst, attribute, value, "is not a list of IPv4 networks (host bits clear)")
+
+
+def _as_protocols(value: object) -> object:
+    items = [value] if isinstance(value, (str, Protocol)) else value
+    if not isinstance(items, Iterable):
+        return value
+    try:
+        return frozenset(Protocol(v) for v in items)
+    except ValueError:
+        return value
+
+
+def _as_protocol(value: object) -> object:
+    try:
+        return Protocol(value)
+    except ValueError:
+        return value
+
+
+def _protocol(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, Protocol):
+        _refuse(inst, attribute, value, "is not a protocol (tcp, udp, sctp)")
+
+
+def _protocols(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, frozenset) or not all(isinstance(v, Protocol) for v in value):
+        _refuse(inst, attribute, value, "is not a set of protocols (tcp, udp, sctp)")
+
+
+def _as_ports(value: object) -> object:
+    items = [value] if isinstance(value, int) else value
+    if isinstance(items, Iterable) and not isinstance(items, str):
+        items = list(items)
+        if all(isinstance(p, int) and not isinstance(p, bool) for p in items):
+            return tuple(sorted(set(items)))
+    return value
+
+
+def _ports(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, tuple) or not all(1 <= p <= 65535 for p in value):
+        _refuse(inst, attribute, value, "is not a list of ports (1..65535)")
+
+
+def _optional_port(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535):
+        _refuse(inst, attribute, value, "is not a port (1..65535)")
+
+
+def _as_ipv4(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            return ipaddress.IPv4Address(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _optional_ipv4(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None and not isinstance(value, ipaddress.IPv4Address):
+        _refuse(inst, attribute, value, "is not an IPv4 address")
+
+
+def _interface(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    # IFNAMSIZ is 16 with the NUL; iptables refuses longer names and these characters.
+    if not isinstance(value, str) or not 1 <= len(value) <= 15 or any(c in value for c in " /!+"):
+        _refuse(inst, attribute, value, "is not an interface name (1..15 characters, no space / ! +)")
+
+
+def _join(values: Iterable[object]) -> str:
+    return ",".join(str(v) for v in values)
+
+
+@attrs.frozen
+class FirewallMark:
+    """The MARK rules that feed a firewall-mark service: which packets get ``mark``.
+
+    A packet is marked when it matches every field that is set: one of ``protocols`` (empty:
+    every protocol), one of ``ports`` (destination ports; needs tcp, udp or sctp), one of
+    ``destinations`` and one of ``sources`` (empty: any), and none of ``except_destinations``.
+    Marks are applied in ascending order of ``mark`` and MARK does not stop the traversal, so
+    where two FirewallMarks match one packet, the higher mark wins; the simulator classifies
+    packets the same way.
+
+    The guide's transparent proxy is ``FirewallMark(1, "tcp", ports=(80, 443))``; its "forward ALL
+    traffic" variant is ``FirewallMark(1, ("tcp", "udp"), except_destinations=[director])`` beside
+    ``FirewallMark(2, destinations=[director])``.
+
+    .. versionadded:: 0.2
+    """
+
+    mark: int = attrs.field(validator=_int_in(1, U32_MAX, "a firewall mark"))
+    protocols: frozenset[Protocol] = attrs.field(
+        default=frozenset(), converter=_as_protocols, validator=_protocols
+    )
+    ports: tuple[int, ...] = attrs.field(default=(), converter=_as_ports, validator=_ports, kw_only=True)
+    destinations: tuple[IPv4Network, ...] = attrs.field(
+        default=(), converter=_as_networks, validator=_networks, kw_only=True
+    )
+    sources: tuple[IPv4Network, ...] = attrs.field(
+        default=(), converter=_as_networks, validator=_networks, kw_only=True
+    )
+    except_destinations: tuple[IPv4Network, ...] = attrs.field(
+        default=(), converter=_as_networks, validator=_networks, kw_only=True
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.ports and (not self.protocols or not self.protocols <= _PORTED):
+            _refuse(self, attrs.fields(FirewallMark).ports, self.ports,
+                    "needs protocols, each of tcp, udp or sctp")
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """One FirewallMark per mark value."""
+        return ("mark", self.mark)
+
+    def matches(self, protocol: Protocol, source: IPAddress, destination: IPAddress, port: int) -> bool:
+        """Whether a packet with these headers gets this mark."""
+        return (
+            (not self.protocols or protocol in self.protocols)
+            and (not self.ports or port in self.ports)
+            and (not self.destinations or any(destination in n for n in self.destinations))
+            and (not self.sources or any(source in n for n in self.sources))
+            and not any(destination in n for n in self.except_destinations)
+        )
+
+    def text(self) -> str:
+        """The rule's one-line text form, e.g. ``mark 1 proto=tcp ports=80,443``."""
+        return _text(f"mark {self.mark}", proto=_join(sorted(self.protocols)), ports=_join(self.ports),
+                     dst=_join(self.destinations), src=_join(self.sources),
+                     exceptdst=_join(self.except_destinations))
+
+
+@attrs.frozen
+class AutoNat:
+    """Auto-NAT: real servers' outbound traffic leaves with the director's address.
+
+    Masquerades (or, with ``to_source``, SNATs to that address) packets from ``sources`` (empty:
+    any) that leave through ``out_interface``: the guide's NAT options 1B and 1C.
+
+    .. versionadded:: 0.2
+    """
+
+    out_interface: str = attrs.field(validator=_interface)
+    sources: tuple[IPv4Network, ...] = attrs.field(
+        default=(), converter=_as_networks, validator=_networks
+    )
+    to_source: ipaddress.IPv4Address | None = attrs.field(
+        default=None, converter=_as_ipv4, validator=_optional_ipv4, kw_only=True
+    )
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """One Auto-NAT per outbound interface."""
+        return ("auto-nat", self.out_interface)
+
+    def text(self) -> str:
+        """The one-line text form, e.g. ``auto-nat eth0 src=10.0.0.0/24``."""
+        return _text(f"auto-nat {self.out_interface}", src=_join(self.sources),
+                     to=self.to_source or "")
+
+
+@attrs.frozen
+class Redirect:
+    """A REDIRECT to the host itself, for a real server.
+
+    ``Redirect(vip)`` is DR's answer to the ARP problem: the real server accepts traffic for the
+    VIP without holding it (nat PREROUTING ``-d VIP -p tcp -j REDIRECT``). ``Redirect(None,
+    port=80, to_port=8080)`` is the transparent-mode redirect of a proxy.
+
+    .. versionadded:: 0.2
+    """
+
+    destination: ipaddress.IPv4Address | None = attrs.field(
+        converter=_as_ipv4, validator=_optional_ipv4
+    )
+    protocol: Protocol = attrs.field(
+        default=Protocol.TCP, converter=_as_protocol, validator=_protocol, kw_only=True
+    )
+    port: int | None = attrs.field(default=None, validator=_optional_port, kw_only=True)
+    to_port: int | None = attrs.field(default=None, validator=_optional_port, kw_only=True)
+
+    def __attrs_post_init__(self) -> None:
+        fields = attrs.fields(Redirect)
+        if self.destination is None and self.port is None:
+            _refuse(self, fields.destination, None, "must be set unless port is")
+
+    @property
+    def key(self) -> tuple[str, str, str, int]:
+        """One redirect per (destination, protocol, port)."""
+        return ("redirect", str(self.destination or ""), self.protocol.value, self.port or 0)
+
+    def text(self) -> str:
+        """The one-line text form, e.g. ``redirect dst=192.0.2.10 proto=tcp``."""
+        return _text("redirect", dst=self.destination or "", proto=self.protocol.value,
+                     port=self.port or "", to=self.to_port or "")
+
+
+@attrs.frozen
+class PolicyRoute:
+    """Policy routing of marked packets: ``ip rule add fwmark M table T`` and the table's route.
+
+    Without ``via``, the table routes everything to the host itself (``ip route add local
+    0.0.0.0/0 dev lo table T``): the guide's transparent proxy. With ``via``, it routes through
+    that gateway: the guide's router sending client traffic via the load balancer.
+
+    .. versionadded:: 0.2
+    """
+
+    mark: int = attrs.field(validator=_int_in(1, U32_MAX, "a firewall mark"))
+    table: int = attrs.field(validator=_int_in(1, 252, "a routing table (not main, local, default)"))
+    via: ipaddress.IPv4Address | None = attrs.field(
+        default=None, converter=_as_ipv4, validator=_optional_ipv4, kw_only=True
+    )
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """One policy route per mark."""
+        return ("policy-route", self.mark)
+
+    def text(self) -> str:
+        """The one-line text form, e.g. ``policy-route 1 table=100``."""
+        return _text(f"policy-route {self.mark}", table=self.table, via=self.via or "")
+
+
+Rule = FirewallMark | AutoNat | Redirect | PolicyRoute
+RuleKey = tuple[Any, ...]
+
+
+def _text(head: str, **fields: object) -> str:
+    return " ".join([head, *(f"{k}={v}" for k, v in fields.items() if v != "")])
+
+
+def rule_from_text(text: str) -> Rule:
+    """Read a rule back from its :meth:`text` form.
+
+    Raises:
+        ParseError: the text is not a rule lbcore wrote.
+    """
+    words = text.split()
+    if not words:
+        raise ParseError("rule", "text", text, "is empty")
+    head, rest = words[0], words[1:]
+    positional = [w for w in rest if "=" not in w]
+    fields = dict(w.split("=", 1) for w in rest if "=" in w)
+    lists = {k: v.split(",") for k, v in fields.items()}
+    try:
+        if head == "mark":
+            return FirewallMark(int(positional[0]), lists.get("proto", []),
+                                ports=[int(p) for p in lists.get("ports", [])],
+                                destinations=lists.get("dst", []), sources=lists.get("src", []),
+                                except_destinations=lists.get("exceptdst", []))
+        if head == "auto-nat":
+            return AutoNat(positional[0], lists.get("src", []), to_source=fields.get("to"))
+        if head == "redirect":
+            return Redirect(fields.get("dst"), protocol=fields.get("proto", "tcp"),
+                            port=int(fields["port"]) if "port" in fields else None,
+                            to_port=int(fields["to"]) if "to" in fields else None)
+        if head == "policy-route":
+            return PolicyRoute(int(positional[0]), int(fields["table"]), via=fields.get("via"))
+    except (IndexError, KeyError, ValueError) as exc:
+        raise ParseError("rule", "text", text, f"is not a rule lbcore wrote ({exc})") from None
+    raise ParseError("rule", "text", text, f"has an unknown kind {head!r}")
+
+
+def firewall_mark(marks: Iterable[FirewallMark], protocol: Protocol, source: IPAddress,
+                  destination: IPAddress, port: int) -> int:
+    """The mark a packet leaves mangle PREROUTING with: the highest matching mark, or 0."""
+    found = 0
+    for fm in marks:
+        if fm.mark > found and fm.matches(protocol, source, destination, port):
+            found = fm.mark
+    return found
