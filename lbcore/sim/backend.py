@@ -8,6 +8,7 @@ from typing import ClassVar
 
 import attrs
 
+from lbcore import dnat
 from lbcore.backend import ALL_CAPABILITIES, Capability
 from lbcore.clock import Clock, VirtualClock
 from lbcore.enums import Protocol, Scheduler
@@ -15,8 +16,10 @@ from lbcore.errors import InvalidField, ServiceNotFound
 from lbcore.model import IPAddress, ServiceKey, Sysctls, Timeouts, VirtualService, _as_address, format_endpoint
 from lbcore.ops import (
     AddRealServer,
+    AddRule,
     AddService,
     DeleteRealServer,
+    DeleteRule,
     DeleteService,
     EditRealServer,
     EditService,
@@ -28,6 +31,7 @@ from lbcore.ops import (
 from lbcore.rules import FirewallMark, firewall_mark
 from lbcore.sim import report, tcp
 from lbcore.sim.director import F_NOOUTPUT, Conn, Director
+from lbcore.sim.dnat import DNATDataPlane
 from lbcore.sim.profile import LINUX_6_1, KernelProfile
 from lbcore.table import Table
 
@@ -42,7 +46,9 @@ UDP_HEADER_BYTES = 8
 def ip_header_bytes(address: IPAddress) -> int:
     """The IP header's length for a packet to or from ``address``."""
     return 20 if address.version == 4 else 40
-EPHEMERAL_PORTS = (32768, 60999)  # net.ipv4.ip_local_port_range
+EPHEMERAL_PORTS = (32768, 60999)
+#: The rules the iptables backend keeps in the nat table (a change to them commits it).
+NAT_RULE_KINDS = frozenset({"redirect", "auto-nat"})  # net.ipv4.ip_local_port_range
 
 
 @attrs.frozen
@@ -67,7 +73,7 @@ class Connection:
     vport: int
     real_server: IPAddress
     real_port: int
-    _conn: Conn = attrs.field(repr=False, eq=False)
+    _conn: Conn | None = attrs.field(repr=False, eq=False)
 
     @property
     def endpoint(self) -> str:
@@ -83,20 +89,39 @@ class SimBackend:
         seed: seed of the random source that twos draws from.
         kernel: the kernel to reproduce: a :class:`~lbcore.sim.profile.KernelProfile` or a
             release name ("6.1").
+        dataplane: "ipvs" (the default) simulates the kernel's IPVS; "iptables" simulates the
+            iptables backend's DNAT balancer (:mod:`lbcore.dnat`, :mod:`lbcore.sim.dnat`) and
+            refuses what that backend refuses, so a script can ask what those rules will do.
+        weighted: with dataplane "iptables", "random" accepts wrr as weighted random, as
+            :class:`lbcore_iptables.IPTablesBackend` does.
+
+    Raises:
+        InvalidField: an unknown kernel release, data plane, or ``weighted``.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2 ``dataplane`` and ``weighted``.
     """
 
     name: ClassVar[str] = "sim"
     capabilities: frozenset[Capability] = ALL_CAPABILITIES
 
-    def __init__(self, clock: Clock | None = None, seed: int = 0, kernel: KernelProfile | str = LINUX_6_1) -> None:
+    def __init__(self, clock: Clock | None = None, seed: int = 0, kernel: KernelProfile | str = LINUX_6_1,
+                 dataplane: str = "ipvs", weighted: str | None = None) -> None:
         self.clock: Clock = clock if clock is not None else VirtualClock()
         self.kernel = kernel if isinstance(kernel, KernelProfile) else KernelProfile(release=kernel)
         self.director = Director(self.clock.now, seed, self.kernel)
         # A scheduler the simulated release lacks is refused as that kernel refuses it.
         missing = frozenset(Scheduler) - self.kernel.schedulers
         self.capabilities = ALL_CAPABILITIES - {Capability.for_scheduler(s) for s in missing}
+        if dataplane not in ("ipvs", "iptables"):
+            raise InvalidField("SimBackend", "dataplane", dataplane, "is not 'ipvs' or 'iptables'")
+        if weighted not in (None, dnat.WEIGHTED_RANDOM) or (weighted and dataplane != "iptables"):
+            raise InvalidField("SimBackend", "weighted", weighted, "is only 'random', with dataplane 'iptables'")
+        self.dataplane = dataplane
+        self.nat: DNATDataPlane | None = None
+        if dataplane == "iptables":
+            self.capabilities = dnat.capabilities(weighted)
+            self.nat = DNATDataPlane(self.clock.now, seed)
         self._table = Table(timeouts=Timeouts(), sysctls=Sysctls(), rules={})
         self._serial = 0
         self._next_port: dict[IPAddress, int] = {}
@@ -117,6 +142,12 @@ class SimBackend:
             ServiceExists, ServiceNotFound, RealServerExists, RealServerNotFound, InvalidField
         """
         table = apply_ops(self._table, ops)
+        if self.nat is not None:
+            # The backend commits the nat table for any change but to marks and policy routes.
+            if any(not isinstance(op, (AddRule, DeleteRule)) or op.rule.key[0] in NAT_RULE_KINDS for op in ops):
+                self.nat.commit(table)
+            self._table = table
+            return
         self.director.run_timers(self.clock.now())
         for op in ops:
             self._carry_out(op)
@@ -218,6 +249,12 @@ class SimBackend:
         proto = Protocol(protocol) if isinstance(protocol, str) else protocol
         caddr, cport, vaddr = self._endpoints(client, vip, vport, client_port)
         mark = self._mark(mark, proto, caddr, vaddr, vport)
+        if self.nat is not None:
+            rs = self.nat.pick(proto, caddr, vaddr, vport, mark)
+            if rs is None:
+                return None
+            self._serial += 1
+            return Connection(self._serial, proto, caddr, cport, vaddr, vport, rs.address, rs.port or vport, None)
         d = self.director
         ip = ip_header_bytes(vaddr)
         if proto is Protocol.UDP:
@@ -250,6 +287,9 @@ class SimBackend:
         proto = Protocol(protocol) if isinstance(protocol, str) else protocol
         caddr, _, vaddr = self._endpoints(client, vip, vport, 0)
         mark = self._mark(mark, proto, caddr, vaddr, vport)
+        if self.nat is not None:
+            rs = self.nat.predict(proto, caddr, vaddr, vport, mark)
+            return None if rs is None else format_endpoint(rs.address, rs.port or vport)
         dest = self.director.predict(proto.number, caddr, EPHEMERAL_PORTS[0], vaddr, vport, mark)
         if dest is None:
             return None
@@ -260,8 +300,8 @@ class SimBackend:
 
         UDP has nothing to close: its entry expires after the udp timeout.
         """
-        if connection.protocol is not Protocol.TCP:
-            return
+        if connection.protocol is not Protocol.TCP or connection._conn is None:
+            return  # with the DNAT data plane, conntrack's entry just ends
         d = self.director
         c = connection
         fin_ack = tcp.FIN | tcp.ACK
@@ -276,6 +316,12 @@ class SimBackend:
 
     # -- ipvsadm's listings (sim only) -------------------------------------------------------------
 
+    def _ipvs(self, what: str) -> Director:
+        if self.nat is not None:
+            raise InvalidField("SimBackend", "dataplane", self.dataplane, f"has no IPVS to {what}: it is "
+                               "the DNAT balancer's nat rules")
+        return self.director
+
     def status(self, **options: bool) -> str:
         """``ipvsadm -Ln`` of the simulated kernel: the guide's "Layer 4 Status". Sim only.
 
@@ -285,7 +331,7 @@ class SimBackend:
         Raises:
             TypeError: an option that ipvsadm -L does not have.
         """
-        return report.status(self.director, **options)
+        return report.status(self._ipvs("status"), **options)
 
     def connections(self, **options: bool) -> str:
         """``ipvsadm -Lnc`` of the simulated kernel: the guide's "Layer 4 Current Connections".
@@ -295,7 +341,7 @@ class SimBackend:
         Raises:
             TypeError: an option that ipvsadm -Lc does not have.
         """
-        return report.connections(self.director, **options)
+        return report.connections(self._ipvs("connections"), **options)
 
     def zero(self, service: VirtualService | ServiceKey | None = None) -> None:
         """Zero the statistics of one service and its real servers, or of all (ipvsadm -Z). Sim only.
@@ -304,7 +350,7 @@ class SimBackend:
             ServiceNotFound: no virtual service has this identity.
         """
         key = service.key if isinstance(service, VirtualService) else service
-        if key is not None and key not in self.director.services:
+        if key is not None and key not in self._ipvs("zero").services:
             raise ServiceNotFound(f"no virtual service {key}")
         self.director.run_timers(self.clock.now())  # a snapshot due by now is taken first
         self.director.zero(key)
