@@ -36,8 +36,8 @@ from lbcore.errors import (
 )
 from lbcore.model import Persistence, RealServer, Timeouts, Tunnel, VirtualService
 from lbcore.ops import AddRealServer, AddRule, AddService, DeleteRule, DeleteService, EditRealServer
-from lbcore.rules import AutoNat, FirewallMark, Redirect, Rule
 from lbcore.registry import open_backend
+from lbcore.rules import AutoNat, FirewallMark, Redirect, Rule
 from lbcore.table import Table
 
 F = TypeVar("F", bound=Callable[..., Any])
