@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Collection, Sequence
-from typing import ClassVar, Protocol
+from typing import Protocol
 
 from lbcore.enums import ForwardMethod, Scheduler
 from lbcore.errors import Unsupported
@@ -76,7 +76,11 @@ class Capability(str, enum.Enum):
 class Backend(Protocol):
     """What lbcore needs of a backend. The core decides; a backend only carries out."""
 
-    name: ClassVar[str]
+    @property
+    def name(self) -> str:
+        """The backend's short name: "sim", "ipvs", "iptables" (a composite's: "ipvs+iptables")."""
+        ...
+
     #: What the backend can express; an instance may narrow it to what its kernel has.
     capabilities: frozenset[Capability]
 

@@ -19,10 +19,29 @@ def backend_names() -> list[str]:
 def open_backend(name: str, **options: Any) -> Backend:
     """Create the backend called ``name`` with ``options``.
 
+    ``"ipvs+iptables"`` opens a :class:`~lbcore.composite.Composite` of both; ``options`` then
+    holds each one's options by name: ``open_backend("ipvs+iptables", ipvs={"vips": [...]})``.
+
     Raises:
         InvalidField: no backend has that name.
         BackendUnavailable: the backend's package or privileges are missing.
     """
+    if "+" in name:
+        from lbcore.composite import Composite
+
+        parts = name.split("+")
+        unknown = set(options) - set(parts)
+        if unknown:
+            raise InvalidField("open_backend", "options", sorted(unknown), f"name no backend of {name!r}")
+        opened: list[Backend] = []
+        try:
+            for part in parts:
+                opened.append(open_backend(part, **options.get(part, {})))
+        except BaseException:
+            for each in opened:
+                each.close()
+            raise
+        return Composite(*opened)
     found = [ep for ep in entry_points(group=GROUP) if ep.name == name]
     if found:
         try:

@@ -1,0 +1,108 @@
+"""Composite: several backends as one, so that a change spanning them is applied as one.
+
+An IPVS deployment is IPVS plus netfilter: a firewall-mark service lives in IPVS, the MARK rules
+that feed it in iptables. ``Composite(IPVSBackend(...), IPTablesBackend())`` (or
+``open_backend("ipvs+iptables", ipvs={...}, iptables={...})``) takes both in one apply:
+
+- services, timeouts and sysctls go to the first backend; each rule (:mod:`lbcore.rules`) goes to
+  the first backend that can express it;
+- the ops are carried out in their order (plan puts rule deletions before the services change and
+  rule additions after), one ``apply`` per run of consecutive ops for one backend;
+- if a later run fails, the runs already applied are undone, newest first; if an undo fails too,
+  :class:`~lbcore.errors.StateUnknown` lists what is in effect.
+
+.. versionadded:: 0.2
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+import attrs
+
+from lbcore.backend import Backend, Capability, needs
+from lbcore.dnat import RULE_CAPABILITIES
+from lbcore.errors import InvalidField, StateUnknown
+from lbcore.model import ServiceKey
+from lbcore.ops import AddRule, DeleteRule, Op, service_key, undo_ops
+from lbcore.rules import Rule, RuleKey
+from lbcore.table import Table
+
+
+class Composite:
+    """The first backend holds the services; the others add the rules it cannot express.
+
+    Args:
+        backends: two or more opened backends, the service-holding one first.
+
+    Raises:
+        InvalidField: fewer than two backends.
+    """
+
+    def __init__(self, *backends: Backend) -> None:
+        if len(backends) < 2:
+            raise InvalidField("Composite", "backends", len(backends), "is not two or more backends")
+        self.backends = backends
+        first = backends[0].capabilities
+        self.capabilities: frozenset[Capability] = first | frozenset(
+            c for b in backends[1:] for c in b.capabilities if c in RULE_CAPABILITIES)
+
+    @property
+    def name(self) -> str:
+        """The backends' names joined by "+", e.g. "ipvs+iptables"."""
+        return "+".join(b.name for b in self.backends)
+
+    def _target(self, op: Op) -> Backend:
+        if isinstance(op, (AddRule, DeleteRule)):
+            wanted = needs(op)
+            return next((b for b in self.backends if wanted <= b.capabilities), self.backends[0])
+        return self.backends[0]
+
+    def read(self, keys: Collection[ServiceKey] | None = None) -> Table:
+        """The first backend's services, timeouts and sysctls, and every backend's rules."""
+        table = self.backends[0].read(keys)
+        rules: dict[RuleKey, Rule] = dict(table.rules or {})
+        for backend in self.backends[1:]:
+            rules.update(backend.read(()).rules or {})
+        return attrs.evolve(table, rules=rules)
+
+    def apply(self, ops: Sequence[Op]) -> None:
+        """Apply every op, each by its backend, or none.
+
+        Raises:
+            The errors of the backends' ``apply``, after the runs already applied were undone.
+            StateUnknown: an undo failed.
+        """
+        runs: list[tuple[Backend, list[Op]]] = []
+        for op in ops:
+            target = self._target(op)
+            if runs and runs[-1][0] is target:
+                runs[-1][1].append(op)
+            else:
+                runs.append((target, [op]))
+        done: list[tuple[Backend, list[Op], list[Op]]] = []
+        for backend, run in runs:
+            before = backend.read({k for k in map(service_key, run) if k is not None})
+            undo = [u for us in reversed(undo_ops(before, run)) for u in us]
+            try:
+                backend.apply(run)
+            except Exception as exc:
+                self._undo(done, exc)
+                raise
+            done.append((backend, run, undo))
+
+    def _undo(self, done: list[tuple[Backend, list[Op], list[Op]]], cause: Exception) -> None:
+        while done:
+            backend, _, undo = done[-1]
+            try:
+                backend.apply(undo)
+            except Exception as exc:
+                applied = [op for _, run, _ in done for op in run]
+                raise StateUnknown(self.name, f"{cause}; undo on {backend.name} failed: {exc}",
+                                   applied) from cause
+            done.pop()
+
+    def close(self) -> None:
+        """Close every backend."""
+        for backend in self.backends:
+            backend.close()

@@ -1,0 +1,76 @@
+"""Composite: one apply across backends, each op to the backend that can express it, undone as one."""
+
+from collections.abc import Sequence
+
+import pytest
+
+from lbcore import BackendError, Balancer, RealServer, StateUnknown, VirtualService, open_backend
+from lbcore.composite import Composite
+from lbcore.dnat import RULE_CAPABILITIES
+from lbcore.ops import DeleteRule, Op
+from lbcore.rules import AutoNat, FirewallMark
+from lbcore.sim import SimBackend
+from lbcore.table import Table
+
+SERVICE = VirtualService(fwmark=1, scheduler="rr", real_servers=[RealServer("198.51.100.1", 0)])
+MARK = FirewallMark(1, "tcp", ports=(80, 443))
+
+
+def director() -> SimBackend:
+    """A simulated IPVS that, like the ipvs backend, has no netfilter rules."""
+    sim = SimBackend()
+    sim.capabilities = sim.capabilities - RULE_CAPABILITIES
+    return sim
+
+
+class Refusing(SimBackend):
+    """A netfilter stand-in whose commits fail from the n-th on, as a kernel refusing would."""
+
+    def __init__(self, fail_from: int) -> None:
+        super().__init__(dataplane="iptables")
+        self.fail_from, self.applies = fail_from, 0
+
+    def apply(self, ops: Sequence[Op]) -> None:
+        self.applies += 1
+        if self.applies >= self.fail_from:
+            raise BackendError(self.name, "commit refused")
+        super().apply(ops)
+
+
+def test_a_fwmark_service_and_its_marks_go_to_their_own_backends() -> None:
+    ipvs, iptables = director(), SimBackend(dataplane="iptables")
+    lb = Balancer(Composite(ipvs, iptables))
+    lb.apply(Table([SERVICE], rules=[MARK]))
+    assert list(ipvs.read()) == [SERVICE] and ipvs.read().rules == {}
+    assert list(iptables.read()) == [] and iptables.read().rules == {MARK.key: MARK}
+    assert lb.read() == Table([SERVICE], timeouts=ipvs.read().timeouts, sysctls=ipvs.read().sysctls,
+                              rules=[MARK])
+    assert lb.plan(Table([SERVICE], rules=[MARK])) == []
+
+
+def test_a_failing_second_backend_undoes_the_first() -> None:
+    ipvs = director()
+    lb = Balancer(Composite(ipvs, Refusing(fail_from=1)))
+    with pytest.raises(BackendError):
+        lb.apply(Table([SERVICE], rules=[MARK]))
+    assert len(ipvs.read()) == 0
+
+
+def test_a_failing_undo_raises_state_unknown_naming_what_is_in_effect() -> None:
+    ipvs, refusing = director(), Refusing(fail_from=3)
+    lb = Balancer(Composite(ipvs, refusing))
+    lb.apply(Table([], rules=[AutoNat("eth0")]))  # apply 1 of the stand-in
+    # Runs: delete the Auto-NAT (apply 2), add the service (first backend), add the mark (apply 3:
+    # refused); undo: the service goes, then re-adding the Auto-NAT (apply 4) is refused too.
+    with pytest.raises(StateUnknown) as unknown:
+        lb.apply(Table([SERVICE], rules=[MARK]))
+    assert unknown.value.applied == [DeleteRule(AutoNat("eth0"))]
+    assert len(ipvs.read()) == 0 and refusing.read().rules == {}
+
+
+def test_open_backend_joins_backends_with_a_plus() -> None:
+    composite = open_backend("sim+sim", sim={"dataplane": "ipvs"})
+    assert isinstance(composite, Composite) and composite.name == "sim+sim"
+    with pytest.raises(Exception) as refused:
+        open_backend("sim+sim", ipvs={})
+    assert "ipvs" in str(refused.value)
