@@ -184,3 +184,5 @@ def require(backend: Backend, op: Op) -> None:
 
 
 ALL_CAPABILITIES = frozenset(Capability)
+#: What the rules of lbcore.rules need: netfilter and policy routing.
+RULE_CAPABILITIES = frozenset(_RULE_CAPABILITY.values())

@@ -20,8 +20,7 @@ from collections.abc import Collection, Sequence
 
 import attrs
 
-from lbcore.backend import Backend, Capability, needs
-from lbcore.dnat import RULE_CAPABILITIES
+from lbcore.backend import RULE_CAPABILITIES, Backend, Capability, needs
 from lbcore.errors import InvalidField, StateUnknown
 from lbcore.model import ServiceKey
 from lbcore.ops import AddRule, DeleteRule, Op, service_key, undo_ops

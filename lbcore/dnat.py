@@ -25,7 +25,7 @@ import hashlib
 
 import attrs
 
-from lbcore.backend import Capability
+from lbcore.backend import RULE_CAPABILITIES, Capability
 from lbcore.model import RealServer, ServiceKey, VirtualService
 
 #: What the DNAT balancer can express. Everything else (lc, wlc, sh, ..., DR and tunnel,
@@ -39,14 +39,6 @@ DNAT_CAPABILITIES = frozenset({
     Capability.PERSISTENCE_NETMASK,
     Capability.FORWARD_NAT,
     Capability.QUIESCE,
-})
-
-#: What the rules of lbcore.rules need: netfilter and policy routing.
-RULE_CAPABILITIES = frozenset({
-    Capability.MARK_RULES,
-    Capability.AUTO_NAT,
-    Capability.REDIRECT,
-    Capability.POLICY_ROUTING,
 })
 
 #: wrr is not netfilter's to express: no match interleaves by weight. A backend opened with

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import attrs
 
-from lbcore.backend import ALL_CAPABILITIES, Capability
+from lbcore.backend import ALL_CAPABILITIES, RULE_CAPABILITIES, Capability
 from lbcore.enums import Scheduler
 from lbcore.errors import BackendError, BackendUnavailable, InvalidField, LBError, NotOwned, StateUnknown
 from lbcore.model import IPAddress, ServiceKey, Sysctls, VirtualService, _as_address
@@ -71,8 +71,9 @@ class IPVSBackend:
     """
 
     name: ClassVar[str] = "ipvs"
-    #: Everything IPVS can express; an opened backend drops the schedulers its kernel lacks.
-    capabilities: frozenset[Capability] = ALL_CAPABILITIES
+    #: Everything IPVS can express (all but lbcore.rules, which are netfilter's); an opened
+    #: backend drops the schedulers its kernel lacks.
+    capabilities: frozenset[Capability] = ALL_CAPABILITIES - RULE_CAPABILITIES
 
     def __init__(self, vips: Iterable[object] = (), fwmarks: Iterable[int] = ()) -> None:
         try:
@@ -98,7 +99,7 @@ class IPVSBackend:
             raise BackendUnavailable("ipvs", f"IPVS refused this process ({exc.strerror}): it needs "
                                      "CAP_NET_ADMIN", errno=exc.errno) from exc
         missing = {s for s in Scheduler if not scheduler_available(s)}
-        self.capabilities = ALL_CAPABILITIES - {Capability.for_scheduler(s) for s in missing}
+        self.capabilities = IPVSBackend.capabilities - {Capability.for_scheduler(s) for s in missing}
 
     @staticmethod
     def _address(value: object) -> IPAddress:

@@ -5,8 +5,8 @@ from collections.abc import Sequence
 import pytest
 
 from lbcore import BackendError, Balancer, RealServer, StateUnknown, VirtualService, open_backend
+from lbcore.backend import RULE_CAPABILITIES
 from lbcore.composite import Composite
-from lbcore.dnat import RULE_CAPABILITIES
 from lbcore.ops import DeleteRule, Op
 from lbcore.rules import AutoNat, FirewallMark
 from lbcore.sim import SimBackend
