@@ -124,14 +124,31 @@ class AsyncioProber:
             task.cancel()
 
     async def _run(self, probe: Probe, done: Done) -> None:
+        # The timeout cancels this task itself: wait_for would cost a second task per attempt.
+        task = asyncio.current_task()
+        assert task is not None
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            task.cancel()
+
+        timer = self.loop.call_later(probe.timeout, expire)
         try:
-            detail = await asyncio.wait_for(self._ask(probe), probe.timeout)
+            detail = await self._ask(probe)
             ok = True
-        except TimeoutError:
+        except asyncio.CancelledError:
+            if not expired:
+                raise  # close(): no outcome
+            if hasattr(task, "uncancel"):  # 3.11+: the cancel was ours, and is handled
+                task.uncancel()
             ok, detail = False, f"no answer within {probe.timeout} s"
         except Exception as exc:  # refused, reset, TLS (an OSError), a wrong answer: all say down
             # Whatever went wrong, done() must run, or this check would never be scheduled again.
             ok, detail = False, f"{type(exc).__name__}: {exc}"
+        finally:
+            timer.cancel()
         done(ok, detail)
 
     def _ask(self, probe: Probe) -> Coroutine[Any, Any, str]:
@@ -153,10 +170,14 @@ class AsyncioProber:
             return self._tcp(address, port)
         raise InvalidField("AsyncioProber", "check", check, "is not a check this prober runs")
 
-    @staticmethod
-    async def _tcp(address: IPAddress, port: int) -> str:
-        _, writer = await asyncio.open_connection(str(address), port)
-        writer.close()
+    async def _tcp(self, address: IPAddress, port: int) -> str:
+        # A bare socket, not a stream: a connect check reads nothing, and streams cost CPU per check.
+        sock = socket.socket(socket.AF_INET6 if address.version == 6 else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            await self.loop.sock_connect(sock, (str(address), port))
+        finally:
+            sock.close()
         return "connected"
 
     @staticmethod
