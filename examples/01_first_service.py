@@ -4,8 +4,8 @@ Three web gateways behind one VIP in direct-routing mode; each client sticks to 
 5 minutes. Clients connect, the clock moves, and the script prints the two reports of the guide:
 "Layer 4 Status" (ipvsadm -Ln) and "Layer 4 Current Connections" (ipvsadm -Lnc).
 
-Run it on the simulator (the default), or against the kernel with ``--backend ipvs`` once that
-backend is installed (traffic and reports are simulator features).
+Run it on the simulator (the default), or against the kernel with ``--backend ipvs`` (as root;
+traffic and reports are simulator features).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="sim", help="sim (default) or ipvs")
     args = parser.parse_args()
-    lb = Balancer(args.backend)
+    # The kernel's IPVS is shared: lbcore manages only the VIPs it is given.
+    lb = Balancer(args.backend) if args.backend == "sim" else Balancer(args.backend, vips=[VIP])
     for op in lb.apply([SERVICE]):
         print("applied:", op)
     if not isinstance(lb.backend, SimBackend):

@@ -25,7 +25,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="sim", help="sim (default) or ipvs")
     args = parser.parse_args()
-    lb = Balancer(args.backend)
+    # The kernel's IPVS is shared: lbcore manages only the VIPs it is given.
+    lb = Balancer(args.backend) if args.backend == "sim" else Balancer(args.backend, vips=[VIP])
     lb.apply([SERVICE])
     if not isinstance(lb.backend, SimBackend):
         return

@@ -1,15 +1,17 @@
 """A firewall-mark service for a transparent proxy: HTTP and HTTPS as one service.
 
 The guide marks tcp 80 and 443 with mark 1 in mangle PREROUTING and balances mark 1 with
-persistence, so a client's HTTP and HTTPS go to the same proxy. Here the packets carry the mark
-the iptables rules would give them (the iptables backend that writes those rules is planned).
+persistence, so a client's HTTP and HTTPS go to the same proxy. The service and the MARK rules
+that feed it are declared together and applied as one change: the simulator marks packets by the
+rules as mangle PREROUTING would; ``--backend ipvs+iptables`` (as root) writes the service into
+IPVS and the rules into netfilter.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from lbcore import Balancer, Persistence, RealServer, VirtualService
+from lbcore import Balancer, FirewallMark, Persistence, RealServer, Table, VirtualService
 from lbcore.sim import SimBackend
 
 PROXIES = ("198.51.100.31", "198.51.100.32")
@@ -17,23 +19,28 @@ SERVICE = VirtualService(
     fwmark=1, scheduler="sh", flags=["sh-fallback"], persistence=Persistence(timeout=600),
     real_servers=[RealServer(p, 0, forward="dr") for p in PROXIES],
 )
+MARKS = FirewallMark(1, "tcp", ports=(80, 443))
+#: Options of each backend: the kernel's tables are shared, so lbcore manages only mark 1.
+OPTIONS = {"sim": {}, "ipvs+iptables": {"ipvs": {"fwmarks": [1]}, "iptables": {}}}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", default="sim", help="sim (default) or ipvs")
+    parser.add_argument("--backend", default="sim", choices=OPTIONS, help="sim (default) or ipvs+iptables")
     args = parser.parse_args()
-    lb = Balancer(args.backend)
-    lb.apply([SERVICE])
+    lb = Balancer(args.backend, **OPTIONS[args.backend])
+    for op in lb.apply(Table([SERVICE], rules=[MARKS])):
+        print("applied:", op)
     if not isinstance(lb.backend, SimBackend):
         return
     sim = lb.backend
     for client in ("203.0.113.40", "203.0.113.41", "203.0.113.42"):
-        web = sim.connect(client, "192.0.2.99", 80, mark=1)  # any destination: the mark decides
-        tls = sim.connect(client, "192.0.2.200", 443, mark=1)
+        web = sim.connect(client, "192.0.2.99", 80)  # any destination: the mark decides
+        tls = sim.connect(client, "192.0.2.200", 443)
         assert web is not None and tls is not None
         print(f"{client}: http -> {web.endpoint}, https -> {tls.endpoint}")
         assert web.real_server == tls.real_server  # one fwmark template for both ports
+    assert sim.connect("203.0.113.40", "192.0.2.99", 22) is None  # ssh is not marked
     print()
     print(sim.status())
 

@@ -1,12 +1,14 @@
 """lbcore: Linux layer-4 load balancing (IPVS) as Python objects, with a kernel-exact simulator.
 
 One model, several backends: ``sim`` (the default; an in-memory IPVS on a virtual clock),
-``ipvs`` (the kernel over generic netlink); ``iptables`` (netfilter rules) is planned.
+``ipvs`` (the kernel over generic netlink) and ``iptables`` (netfilter rules through libiptc: what
+an IPVS deployment needs beside IPVS, and a DNAT balancer for hosts without it).
 """
 
 from lbcore.backend import Backend, Capability
 from lbcore.balancer import Balancer
 from lbcore.clock import Clock, SystemClock, VirtualClock
+from lbcore.composite import Composite
 from lbcore.enums import (
     ForwardMethod,
     PersistenceEngine,
@@ -27,6 +29,8 @@ from lbcore.errors import (
     ParseError,
     RealServerExists,
     RealServerNotFound,
+    RuleExists,
+    RuleNotFound,
     ServiceExists,
     ServiceNotFound,
     StateUnknown,
@@ -43,8 +47,10 @@ from lbcore.model import (
 )
 from lbcore.ops import (
     AddRealServer,
+    AddRule,
     AddService,
     DeleteRealServer,
+    DeleteRule,
     DeleteService,
     EditRealServer,
     EditService,
@@ -55,24 +61,30 @@ from lbcore.ops import (
 )
 from lbcore.plan import plan
 from lbcore.registry import open_backend
+from lbcore.rules import AutoNat, FirewallMark, PolicyRoute, Redirect, Rule
 from lbcore.table import Table
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "AddRealServer",
+    "AddRule",
     "AddService",
+    "AutoNat",
     "Backend",
     "BackendError",
     "BackendUnavailable",
     "Balancer",
     "Capability",
     "Clock",
+    "Composite",
     "Conflict",
     "DeleteRealServer",
+    "DeleteRule",
     "DeleteService",
     "EditRealServer",
     "EditService",
+    "FirewallMark",
     "ForwardMethod",
     "InvalidField",
     "LBError",
@@ -82,10 +94,15 @@ __all__ = [
     "ParseError",
     "Persistence",
     "PersistenceEngine",
+    "PolicyRoute",
     "Protocol",
     "RealServer",
     "RealServerExists",
     "RealServerNotFound",
+    "Redirect",
+    "Rule",
+    "RuleExists",
+    "RuleNotFound",
     "Scheduler",
     "SchedulerFlag",
     "ServiceExists",

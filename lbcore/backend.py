@@ -78,7 +78,7 @@ class Backend(Protocol):
 
     @property
     def name(self) -> str:
-        """The backend's short name: "sim", "ipvs", "iptables" (a composite's: "ipvs+iptables")."""
+        """Short name of the backend, such as "sim", "ipvs", "iptables" or "ipvs+iptables"."""
         ...
 
     #: What the backend can express; an instance may narrow it to what its kernel has.

@@ -48,7 +48,7 @@ class Composite:
 
     @property
     def name(self) -> str:
-        """The backends' names joined by "+", e.g. "ipvs+iptables"."""
+        """Names of the backends joined by "+", such as "ipvs+iptables"."""
         return "+".join(b.name for b in self.backends)
 
     def _target(self, op: Op) -> Backend:
@@ -69,7 +69,7 @@ class Composite:
         """Apply every op, each by its backend, or none.
 
         Raises:
-            The errors of the backends' ``apply``, after the runs already applied were undone.
+            LBError: what a backend's ``apply`` raised, once the runs already applied were undone.
             StateUnknown: an undo failed.
         """
         runs: list[tuple[Backend, list[Op]]] = []

@@ -41,9 +41,9 @@ DNAT_CAPABILITIES = frozenset({
     Capability.QUIESCE,
 })
 
-#: wrr is not netfilter's to express: no match interleaves by weight. A backend opened with
-#: ``weighted="random"`` accepts wrr services as weighted random (each real server gets its
-#: weight's share on average, not in a fixed order); without it, wrr is refused.
+#: The ``weighted`` option that accepts wrr services as weighted random (each real server gets
+#: its weight's share on average, not in a fixed order). Without it wrr is refused, since no
+#: netfilter match interleaves by weight.
 WEIGHTED_RANDOM = "random"
 
 

@@ -4,10 +4,10 @@ A virtual service is half of a deployment. The other half is written today into 
 and rc.local: the MARK rules that feed a firewall-mark service, Auto-NAT for the real servers'
 outbound traffic, the REDIRECT that solves DR's ARP problem on a real server, and the policy
 routing of a transparent proxy. lbcore owns each of these as one value object, a *rule*, held in
-:attr:`lbcore.Table.rules` by its :attr:`key` and changed with :class:`~lbcore.ops.AddRule` and
+``Table.rules`` by its ``key`` and changed with :class:`~lbcore.ops.AddRule` and
 :class:`~lbcore.ops.DeleteRule`, through the same plan/check/apply path as services.
 
-Every rule has a one-line text form (:meth:`text`, :func:`rule_from_text`). Backends that keep
+Every rule has a one-line text form (its ``text()``, read back by :func:`rule_from_text`). Backends that keep
 rules in the kernel store it beside the rule (the iptables backend in a comment match), so reading
 the state back never has to reverse-engineer netfilter's own encoding.
 
@@ -283,7 +283,7 @@ def _text(head: str, **fields: object) -> str:
 
 
 def rule_from_text(text: str) -> Rule:
-    """Read a rule back from its :meth:`text` form.
+    """Read a rule back from the one-line form its ``text()`` gives.
 
     Raises:
         ParseError: the text is not a rule lbcore wrote.

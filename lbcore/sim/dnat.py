@@ -31,7 +31,7 @@ from lbcore.enums import Protocol
 from lbcore.model import IPAddress, RealServer, VirtualService
 from lbcore.table import Table
 
-#: xt_recent's ip_list_tot: clients one list holds.
+#: Clients one recent list holds (xt_recent's ip_list_tot).
 RECENT_LIST_SIZE = 100
 
 
