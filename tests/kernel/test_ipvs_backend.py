@@ -126,7 +126,7 @@ class FailAt(IPVSBackend):
 
 def test_an_injected_failure_of_any_op_leaves_the_kernel_as_it_was(foreign: None) -> None:
     lb = Balancer(open_ipvs())
-    lb.apply([web()])
+    lb.apply([web("wlc")])  # rr below: the plan edits the service too
     desired = [web(scheduler="rr", real_servers=[RealServer(RIPS[0], 80, forward="nat", weight=4),
                                                  RealServer("198.51.100.9", 8080, forward="nat")]),
                VirtualService(protocol="udp", address=VIP, port=53, real_servers=[RealServer(RIPS[1], 53)])]
