@@ -104,12 +104,23 @@ class IPTablesBackend:
         self.lock_timeout = lock_timeout
         self.weighted = weighted
         self.retries = 0  # commits redone after EAGAIN, for tests and benchmarks
+        self._commits = 0
+        self._parsed: dict[str, VirtualService] = {}  # a service's descriptors -> the service
         try:
             self._table("nat")
         except BackendError as exc:
             raise BackendUnavailable("iptables", f"netfilter refused this process ({exc}): it needs "
                                      "CAP_NET_ADMIN", errno=exc.errno) from exc
         self._routes: Any = None
+
+    @property
+    def commits(self) -> int:
+        """Table commits that succeeded since the backend was opened (an apply makes one per table
+        it changes, undos included); read-only, for tests and benchmarks.
+
+        .. versionadded:: 0.2
+        """
+        return self._commits
 
     def close(self) -> None:
         """Release the libiptc handles and the routing socket."""
@@ -164,27 +175,37 @@ class IPTablesBackend:
         Raises:
             BackendError: netfilter could not be read.
         """
+        return self._read(self._table("nat"), self._table("mangle"), keys)
+
+    def _read(self, nat: Any, mangle: Any, keys: Collection[ServiceKey] | None) -> Table:
+        from lbcore_iptables import _edit
         from lbcore_iptables import _layout as layout
 
-        nat, mangle = self._table("nat"), self._table("mangle")
         wanted = None if keys is None else {layout.service_chain(k) for k in keys}
-        lines: list[str] = []
-        names = self._chains(nat)
-        for text in self._descriptors(nat, layout.SERVICES):
-            svc_line = text
+        members: dict[str, list[str]] = {}  # LBCORE-S-<svc> -> its LBCORE-R-<svc>-<rs> chains
+        for name in self._chains(nat):
+            if name.startswith("LBCORE-R-"):
+                members.setdefault("LBCORE-S-" + name[len("LBCORE-R-"):].rsplit("-", 1)[0], []).append(name)
+        services: list[VirtualService] = []
+        # A full read keeps what it parsed, for the next one (Balancer.apply reads in full each time).
+        parsed, self._parsed = self._parsed, ({} if keys is None else self._parsed)
+        # Each service is parsed on its own: parse_save's cost grows with the square of its lines.
+        # A list first: libiptc has one rule cursor per handle, and the loop lists other chains.
+        for svc_line, svc_chain in list(_edit.listing(nat, layout.SERVICES, targets=wanted)):
             if not svc_line.startswith("-A "):
                 continue
-            svc_chain = layout.service_chain(_service_key(svc_line))
-            if wanted is not None and svc_chain not in wanted:
-                continue
-            lines.append(svc_line)
-            prefix = svc_chain.replace("LBCORE-S-", "LBCORE-R-") + "-"
-            members = []
-            for chain in sorted(n for n in names if n.startswith(prefix)):
+            lines = []
+            for chain in members.get(svc_chain, ()):
                 (text,) = self._descriptors(nat, chain)[:1] or ("",)
                 index, _, line = text.partition(" ")
-                members.append((int(index), line))
-            lines.extend(line for _, line in sorted(members))
+                lines.append((int(index), line))
+            text = "\n".join([svc_line, *(line for _, line in sorted(lines))]) + "\n"
+            svc = parsed.get(text)
+            if svc is None:
+                (svc,) = parse_save(text).services.values()
+            if keys is None:
+                self._parsed[text] = svc
+            services.append(svc)
         rules: dict[RuleKey, Rule] = {}
         for table, chain in ((mangle, layout.MARKS), (nat, layout.REDIRECTS), (nat, layout.POSTROUTING)):
             for text in self._descriptors(table, chain):
@@ -193,7 +214,7 @@ class IPTablesBackend:
                     rules[rule.key] = rule
         for route in self._policy_routes():
             rules[route.key] = route
-        return Table(parse_save("\n".join(lines) + "\n").services, rules=rules)
+        return Table(services, rules=rules)
 
     # -- applying -----------------------------------------------------------------------------------
 
@@ -207,21 +228,31 @@ class IPTablesBackend:
             StateUnknown: and the undo failed too.
         """
         ops = list(ops)
-        before = self.read({k for k in map(service_key, ops) if k is not None})
-        after = apply_ops(before, ops)  # the preconditions, against what the kernel holds now
-        services = {k: after.services.get(k) for k in map(service_key, ops) if k is not None}
-        old_rules, new_rules = before.rules or {}, after.rules or {}
-        rules = {k: new_rules.get(k) for k in {*old_rules, *new_rules} if old_rules.get(k) != new_rules.get(k)}
-        undo_services = {k: before.services.get(k) for k in services}
-        undo_rules = {k: old_rules.get(k) for k in rules}
+        keys = {k for k in map(service_key, ops) if k is not None}
         done: list[str] = []
+        undo_services: dict[ServiceKey, VirtualService | None] = {}
+        undo_rules: dict[RuleKey, Rule | None] = {}
         try:
             with self._lock():
+                # Read and check on the copies that the first commit attempt edits: one iptc_init
+                # per table (it copies the whole table), and the preconditions are checked against
+                # the state committed over, since iptables -w and other lbcore writers wait on the lock.
+                fresh = {"nat": self._table("nat"), "mangle": self._table("mangle")}
+                before = self._read(fresh["nat"], fresh["mangle"], keys)
+                after = apply_ops(before, ops)
+                services = {k: after.services.get(k) for k in keys}
+                old_rules, new_rules = before.rules or {}, after.rules or {}
+                rules = {k: new_rules.get(k) for k in {*old_rules, *new_rules}
+                         if old_rules.get(k) != new_rules.get(k)}
+                undo_services = {k: before.services.get(k) for k in services}
+                undo_rules = {k: old_rules.get(k) for k in rules}
                 for name in ("nat", "mangle"):
-                    if self._commit(name, services, rules):
+                    if self._commit(name, services, rules, fresh[name]):
                         done.append(name)
             self._set_routes(rules)
         except BaseException as exc:
+            if not done:
+                raise
             try:
                 with self._lock():
                     for name in done:
@@ -252,18 +283,21 @@ class IPTablesBackend:
             os.close(fd)
 
     def _commit(self, name: str, services: Mapping[ServiceKey, VirtualService | None],
-                rules: Mapping[RuleKey, Rule | None]) -> bool:
+                rules: Mapping[RuleKey, Rule | None], table: Any = None) -> bool:
         """Edit table ``name`` to hold ``services`` and ``rules`` (None: absent) and commit it.
 
+        ``table``: a copy just taken under the lock, for the first attempt; later ones take their own.
         Returns False when the table has nothing to change.
         """
         from lbcore_iptables import _edit
 
         for attempt in range(RETRIES + 1):
-            table = self._table(name)
+            if table is None or attempt:
+                table = self._table(name)
             if not _edit.edit(self, table, name, services, rules):
                 return False
             if table._iptc.iptc_commit(table._handle) == 1:
+                self._commits += 1
                 return True
             code = self._errno()
             if code != errno.EAGAIN or attempt == RETRIES:
@@ -295,9 +329,4 @@ class IPTablesBackend:
         changes = {k: r for k, r in rules.items() if k[0] == "policy-route"}
         if changes:
             _routes.apply(self._ipr(), changes)
-
-
-def _service_key(line: str) -> ServiceKey:
-    (svc,) = parse_save(line + "\n").services.values()
-    return svc.key
 

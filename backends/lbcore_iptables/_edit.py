@@ -9,7 +9,7 @@ except the built-in chains, for lbcore's own hook jumps.
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 from lbcore.model import ServiceKey, VirtualService
@@ -18,14 +18,18 @@ from lbcore_iptables import _entries as e
 from lbcore_iptables import _layout as layout
 
 
-def listing(table: Any, chain: str) -> Iterator[tuple[str, str]]:
-    """(descriptor, target) of each entry of ``chain``; nothing if the chain does not exist."""
+def listing(table: Any, chain: str, targets: Collection[str] | None = None) -> Iterator[tuple[str, str]]:
+    """(descriptor, target) of each entry of ``chain``; nothing if the chain does not exist.
+
+    With ``targets``, only the entries that jump to one of them (the others' comments are not decoded).
+    """
     if not table.is_chain(chain):
         return
     entry = table.first_rule(chain)
     while entry:
-        target = table._iptc.iptc_get_target(ctypes.pointer(entry), table._handle)
-        yield e.comments_of(e.raw_entry(entry)), (target or b"").decode()
+        target = (table._iptc.iptc_get_target(ctypes.pointer(entry), table._handle) or b"").decode()
+        if targets is None or target in targets:
+            yield e.comments_of(e.raw_entry(entry)), target
         entry = table.next_rule(entry)
 
 
@@ -126,7 +130,8 @@ def _services(ed: _Editor, services: Mapping[ServiceKey, VirtualService | None])
     ed.delete_at(layout.SERVICES, [i for i, (_, target) in enumerate(listed) if target in chains])
     ranks = [_rank(text) for text, target in listed if target not in chains]
     names = ed.names()
-    stale = [c for c in names if any(c == s or c.startswith(s.replace("-S-", "-R-") + "-") for s in chains)]
+    prefixes = tuple(s.replace("-S-", "-R-") + "-" for s in chains)
+    stale = [c for c in names if c in chains or c.startswith(prefixes)]
     ed.drop_chains(sorted(stale, key=lambda c: c.startswith("LBCORE-S-"), reverse=True))
     for svc in services.values():
         if svc is None:

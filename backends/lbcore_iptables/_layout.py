@@ -132,7 +132,12 @@ def service_chains(svc: VirtualService) -> dict[str, list[bytes]]:
         if persistence is not None:
             body.insert(0, e.recent(dnat.recent_name(key, rs), set=True, mask=mask))
         port = rs.port or None
-        chains[real_server_chain(key, rs)] = [e.entry(body, e.dnat(rs.address, port))]  # type: ignore[arg-type]
+        # iptables-restore refuses a DNAT port without -p tcp/udp ("Need TCP, UDP, SCTP or DCCP
+        # with port specification"): without it, iptables-save | iptables-restore of the table fails.
+        # The service's jump matched the protocol already, so the match changes nothing else.
+        protocol = svc.protocol.number if svc.protocol is not None else 0
+        chains[real_server_chain(key, rs)] = [e.entry(body, e.dnat(rs.address, port),  # type: ignore[arg-type]
+                                                      protocol=protocol)]
     return chains
 
 
