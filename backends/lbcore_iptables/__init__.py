@@ -5,7 +5,7 @@ redirects, policy routes) are what an IPVS deployment needs beside IPVS; virtual
 the DNAT balancer of :mod:`lbcore.dnat`, for hosts without IPVS.
 
 Ownership: everything lives in ``LBCORE-*`` chains, reached from built-in chains by jumps that
-carry the comment ``lbcore`` (see :mod:`lbcore_iptables._layout`); policy routes carry routing
+carry the comment ``lbcore`` (see ``lbcore_iptables/_layout.py``); policy routes carry routing
 protocol 219 (:data:`lbcore.rules.RTPROT_LBCORE`). Nothing else is read or changed.
 
 Atomicity: libiptc replaces a whole table in one call, so an apply is one commit per table it
@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import glob
 import os
 import shutil
+import sysconfig
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -53,6 +55,21 @@ def iptables_variant() -> str | None:
     if "nft" in target:
         return "nf_tables"
     return "legacy"
+
+
+def _help_python_iptables_find_libxtables() -> None:
+    """Name the directory of libxtables and libip4tc for python-iptables, unless the user did.
+
+    It finds them through ctypes.util.find_library, which reads ldconfig's cache; where that fails
+    (inside user-mode Linux it does), IPTABLES_LIBDIR is where it looks next.
+    """
+    if "IPTABLES_LIBDIR" in os.environ:
+        return
+    triplet = sysconfig.get_config_var("MULTIARCH") or ""
+    for directory in (f"/usr/lib/{triplet}", f"/lib/{triplet}", "/usr/lib64", "/usr/lib", "/lib"):
+        if glob.glob(os.path.join(directory, "libxtables.so.*")):
+            os.environ["IPTABLES_LIBDIR"] = directory
+            return
 
 
 class IPTablesBackend:
@@ -91,10 +108,11 @@ class IPTablesBackend:
                 f"or open the backend with legacy_beside_nft=True (or {LEGACY_OVERRIDE_ENV}=1) to "
                 "write legacy rules anyway",
             )
+        _help_python_iptables_find_libxtables()
         try:
             import iptc
             from iptc import ip4tc
-        except (ImportError, OSError) as exc:  # OSError: libxtables/libiptc missing
+        except (ImportError, OSError, TypeError) as exc:  # OSError, TypeError: no libxtables/libiptc
             raise BackendUnavailable(
                 "iptables", f"python-iptables is missing ({exc}): pip install 'lbcore[iptables]' "
                 "and apt-get install iptables") from exc
