@@ -9,8 +9,9 @@
 3. Reading: ``read()`` of the whole table against ``iptables-legacy-save -t nat``, and
    ``read(keys={one})``, which must cost a small part of a full read.
 
-Each service is 9 netfilter rules: its jump in LBCORE-SERVICES, 4 picks in its own chain, one
-DNAT rule in each real server's chain. 1,111 services make 9,999 rules, plus lbcore's 3 hooks.
+Each service is 10 netfilter rules: its jump in LBCORE-SVC-PORT, a header rule (its ipvsadm lines
+in comments) and 4 picks in its own chain, one DNAT rule in each real server's chain. 1,000
+services make 10,000 rules, plus lbcore's hooks.
 
 The iptables commands run as child processes of the thread inside the namespace (they inherit it),
 so no ``ip netns exec`` is timed; each figure is the process's wall time, Python's spawn included.
@@ -84,7 +85,7 @@ def delta(before: str, after: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="iptables backend benchmark (ratios vs iptables-legacy-restore)")
-    parser.add_argument("--services", type=int, default=1111)
+    parser.add_argument("--services", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     n, repeat = args.services, args.repeat

@@ -84,12 +84,16 @@ class Balancer:
     def execute(self, ops: Sequence[Op]) -> None:
         """Check ``ops``, then have the backend apply them all, or none.
 
+        The capabilities are checked here; the state, by the backend's ``apply``, against what it
+        reads there anyway (one read, not two: the same :func:`~lbcore.apply_op` either way).
+
         Raises:
             LBError: the errors of :meth:`check`, before anything changed.
             BackendError: the backend failed.
         """
         ops = list(ops)
-        self.check(ops)
+        for op in ops:
+            require(self.backend, op)
         if ops:
             self.backend.apply(ops)
 

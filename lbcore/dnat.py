@@ -21,6 +21,7 @@ rest), so everything here is per connection, as in IPVS.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import attrs
@@ -101,6 +102,7 @@ def _digest(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:8].upper()
 
 
+@functools.lru_cache(maxsize=65536)  # asked for every chain and list of a service, at each sync
 def service_id(key: ServiceKey) -> str:
     """A short stable name for a service: 8 hex digits of its ipvsadm identity."""
     return _digest(key.ipvsadm)

@@ -34,9 +34,10 @@ from lbcore.backend import Capability
 from lbcore.errors import BackendError, BackendUnavailable, InvalidField, StateUnknown
 from lbcore.ipvsadm import parse_save
 from lbcore.model import ServiceKey, VirtualService
-from lbcore.ops import Op, apply_ops, service_key
+from lbcore.ops import AddRule, DeleteRule, Op, apply_ops, service_key
 from lbcore.rules import PolicyRoute, Rule, RuleKey, rule_from_text
 from lbcore.table import Table
+from lbcore_iptables._edit import Change
 
 #: The lock iptables-legacy takes with ``-w`` (xtables.h XT_LOCK_NAME).
 XTABLES_LOCK = Path(os.environ.get("XTABLES_LOCKFILE", "/run/xtables.lock"))
@@ -187,43 +188,36 @@ class IPTablesBackend:
     def read(self, keys: Collection[ServiceKey] | None = None) -> Table:
         """The services and rules lbcore owns (with ``keys``: only those services, and the rules).
 
-        Only lbcore's dispatch chains and the chains of the services asked for are read, entry by
-        entry, and of each entry only its comments: the cost does not grow with foreign rules.
+        A service is read from the header of its own chain, found by name; the rules from
+        lbcore's dispatch chains. Of each entry only the comments are decoded: the cost does not
+        grow with foreign rules, and with ``keys`` not with the number of services either.
 
         Raises:
             BackendError: netfilter could not be read.
         """
         return self._read(self._table("nat"), self._table("mangle"), keys)
 
-    def _read(self, nat: Any, mangle: Any, keys: Collection[ServiceKey] | None) -> Table:
-        from lbcore_iptables import _edit
+    def _read(self, nat: Any, mangle: Any | None, keys: Collection[ServiceKey] | None) -> Table:
+        """The state in these table copies; without ``mangle``, services only (rules None)."""
         from lbcore_iptables import _layout as layout
 
-        wanted = None if keys is None else {layout.service_chain(k) for k in keys}
-        members: dict[str, list[str]] = {}  # LBCORE-S-<svc> -> its LBCORE-R-<svc>-<rs> chains
-        for name in self._chains(nat):
-            if name.startswith("LBCORE-R-"):
-                members.setdefault("LBCORE-S-" + name[len("LBCORE-R-"):].rsplit("-", 1)[0], []).append(name)
-        services: list[VirtualService] = []
+        if keys is None:
+            chains = [name for name in self._chains(nat) if name.startswith("LBCORE-S-")]
+        else:
+            chains = [c for c in map(layout.service_chain, keys) if nat.is_chain(c)]
         # A full read keeps what it parsed, for the next one (Balancer.apply reads in full each time).
         parsed, self._parsed = self._parsed, ({} if keys is None else self._parsed)
-        # Each service is parsed on its own: parse_save's cost grows with the square of its lines.
-        # A list first: libiptc has one rule cursor per handle, and the loop lists other chains.
-        for svc_line, svc_chain in list(_edit.listing(nat, layout.SERVICES, targets=wanted)):
-            if not svc_line.startswith("-A "):
-                continue
-            lines = []
-            for chain in members.get(svc_chain, ()):
-                (text,) = self._descriptors(nat, chain)[:1] or ("",)
-                index, _, line = text.partition(" ")
-                lines.append((int(index), line))
-            text = "\n".join([svc_line, *(line for _, line in sorted(lines))]) + "\n"
+        services = []
+        for chain in chains:
+            text = self._header(nat, chain)
             svc = parsed.get(text)
-            if svc is None:
+            if svc is None:  # one service at a time: parse_save's cost grows faster than its lines
                 (svc,) = parse_save(text).services.values()
             if keys is None:
                 self._parsed[text] = svc
             services.append(svc)
+        if mangle is None:
+            return Table(services)
         rules: dict[RuleKey, Rule] = {}
         for table, chain in ((mangle, layout.MARKS), (nat, layout.REDIRECTS), (nat, layout.POSTROUTING)):
             for text in self._descriptors(table, chain):
@@ -233,6 +227,21 @@ class IPTablesBackend:
         for route in self._policy_routes():
             rules[route.key] = route
         return Table(services, rules=rules)
+
+    def _header(self, nat: Any, chain: str) -> str:
+        """The ipvsadm lines in the comments of a service chain's header rules."""
+        from lbcore_iptables import _entries
+        from lbcore_iptables import _layout as layout
+
+        parts = []
+        entry = nat.first_rule(chain)
+        while entry:
+            text = _entries.comments_of(_entries.raw_entry(entry))
+            if not text:
+                break
+            parts.append(text)
+            entry = nat.next_rule(entry)
+        return "".join(parts).replace(layout.LINE_SEPARATOR, "\n") + "\n"
 
     # -- applying -----------------------------------------------------------------------------------
 
@@ -247,34 +256,34 @@ class IPTablesBackend:
         """
         ops = list(ops)
         keys = {k for k in map(service_key, ops) if k is not None}
+        with_rules = any(isinstance(op, (AddRule, DeleteRule)) for op in ops)
         done: list[str] = []
-        undo_services: dict[ServiceKey, VirtualService | None] = {}
-        undo_rules: dict[RuleKey, Rule | None] = {}
+        services: dict[ServiceKey, Change] = {}
+        rules: dict[RuleKey, tuple[Rule | None, Rule | None]] = {}
         try:
             with self._lock():
                 # Read and check on the copies that the first commit attempt edits: one iptc_init
                 # per table (it copies the whole table), and the preconditions are checked against
                 # the state committed over, since iptables -w and other lbcore writers wait on the lock.
-                fresh = {"nat": self._table("nat"), "mangle": self._table("mangle")}
+                fresh = {"nat": self._table("nat"), "mangle": self._table("mangle") if with_rules else None}
                 before = self._read(fresh["nat"], fresh["mangle"], keys)
                 after = apply_ops(before, ops)
-                services = {k: after.services.get(k) for k in keys}
+                services = {k: (before.services.get(k), after.services.get(k)) for k in keys}
                 old_rules, new_rules = before.rules or {}, after.rules or {}
-                rules = {k: new_rules.get(k) for k in {*old_rules, *new_rules}
+                rules = {k: (old_rules.get(k), new_rules.get(k)) for k in {*old_rules, *new_rules}
                          if old_rules.get(k) != new_rules.get(k)}
-                undo_services = {k: before.services.get(k) for k in services}
-                undo_rules = {k: old_rules.get(k) for k in rules}
                 for name in ("nat", "mangle"):
-                    if self._commit(name, services, rules, fresh[name]):
+                    if self._commit(name, services, {k: new for k, (_, new) in rules.items()}, fresh[name]):
                         done.append(name)
-            self._set_routes(rules)
+            self._set_routes({k: new for k, (_, new) in rules.items()})
         except BaseException as exc:
             if not done:
                 raise
             try:
                 with self._lock():
+                    back = {k: (new, old) for k, (old, new) in services.items()}
                     for name in done:
-                        self._commit(name, undo_services, undo_rules)
+                        self._commit(name, back, {k: old for k, (old, _) in rules.items()})
             except Exception as undo_exc:
                 raise StateUnknown("iptables", f"apply failed ({exc}) and so did its undo ({undo_exc})",
                                    [f"table {n} committed" for n in done]) from exc
@@ -300,19 +309,22 @@ class IPTablesBackend:
         finally:
             os.close(fd)
 
-    def _commit(self, name: str, services: Mapping[ServiceKey, VirtualService | None],
+    def _commit(self, name: str, services: Mapping[ServiceKey, Change],
                 rules: Mapping[RuleKey, Rule | None], table: Any = None) -> bool:
-        """Edit table ``name`` to hold ``services`` and ``rules`` (None: absent) and commit it.
+        """Edit table ``name`` from the old side of ``services`` to the new, make it hold
+        ``rules`` (None: absent), and commit it.
 
         ``table``: a copy just taken under the lock, for the first attempt; later ones take their own.
         Returns False when the table has nothing to change.
         """
         from lbcore_iptables import _edit
 
+        if not _edit.touches(name, services, rules):
+            return False
         for attempt in range(RETRIES + 1):
             if table is None or attempt:
                 table = self._table(name)
-            if not _edit.edit(self, table, name, services, rules):
+            if not _edit.edit(table, name, services, rules):
                 return False
             if table._iptc.iptc_commit(table._handle) == 1:
                 self._commits += 1

@@ -33,6 +33,18 @@ def listing(table: Any, chain: str, targets: Collection[str] | None = None) -> I
         entry = table.next_rule(entry)
 
 
+def jumps_to(table: Any, chain: str, target: str) -> list[int]:
+    """The positions in ``chain`` of the entries that jump to ``target`` (no comment is read)."""
+    found, position = [], 0
+    entry = table.first_rule(chain) if table.is_chain(chain) else None
+    while entry:
+        if (table._iptc.iptc_get_target(ctypes.pointer(entry), table._handle) or b"").decode() == target:
+            found.append(position)
+        position += 1
+        entry = table.next_rule(entry)
+    return found
+
+
 class _Editor:
     def __init__(self, table: Any) -> None:
         self.table = table
@@ -46,25 +58,19 @@ class _Editor:
             message = self.lib.iptc_strerror(errno)
             raise OSError(errno, f"{what}: {message.decode() if isinstance(message, bytes) else message}")
 
-    def names(self) -> set[str]:
-        if self.chains is None:
-            self.chains = set()
-            chain = self.lib.iptc_first_chain(self.handle)
-            while chain:
-                self.chains.add(chain.decode())
-                chain = self.lib.iptc_next_chain(self.handle)
-        return self.chains
+    def exists(self, chain: str) -> bool:
+        return bool(self.lib.iptc_is_chain(chain.encode(), self.handle))
 
-    def ensure_chain(self, chain: str) -> None:
-        if chain not in self.names():
-            self._check(self.lib.iptc_create_chain(chain.encode(), self.handle), f"create chain {chain}")
-            self.names().add(chain)
+    def ensure_chain(self, chain: str) -> bool:
+        """Create ``chain`` unless it exists; whether it was created."""
+        if self.exists(chain):
+            return False
+        self._check(self.lib.iptc_create_chain(chain.encode(), self.handle), f"create chain {chain}")
+        return True
 
     def write_chain(self, chain: str, entries: list[bytes]) -> None:
-        if chain in self.names():
+        if not self.ensure_chain(chain):
             self._check(self.lib.iptc_flush_entries(chain.encode(), self.handle), f"flush {chain}")
-        else:
-            self.ensure_chain(chain)
         for raw in entries:
             self.append(chain, raw)
 
@@ -85,32 +91,40 @@ class _Editor:
 
     def drop_chains(self, chains: list[str]) -> None:
         """Flush, then delete: a chain may be deleted only once nothing jumps to it."""
-        present = [c for c in chains if c in self.names()]
+        present = [c for c in chains if self.exists(c)]
         for chain in present:
             self._check(self.lib.iptc_flush_entries(chain.encode(), self.handle), f"flush {chain}")
         for chain in present:
             self._check(self.lib.iptc_delete_chain(chain.encode(), self.handle), f"delete chain {chain}")
-            self.names().discard(chain)
 
     def hook(self, table_name: str) -> None:
         """lbcore's chains, and one jump to each from its built-in chain (added once)."""
         for name, builtin, chain in layout.HOOKS:
             if name != table_name:
                 continue
-            self.ensure_chain(chain)
-            present = any(text == layout.OWNER_COMMENT and target == chain
-                          for text, target in listing(self.table, builtin))
+            if self.ensure_chain(chain) and chain == layout.SERVICES:
+                for rank in layout.SERVICE_RANKS:
+                    self.ensure_chain(rank)
+                    self.append(chain, layout.hook_entry(rank))
+            # Only the entries that jump to our chain have their comments read.
+            present = any(text == layout.OWNER_COMMENT for text, _ in listing(self.table, builtin, {chain}))
             if not present:
                 self.append(builtin, layout.hook_entry(chain))
 
 
-def edit(backend: Any, table: Any, table_name: str, services: Mapping[ServiceKey, VirtualService | None],
+Change = tuple[VirtualService | None, VirtualService | None]  # (as it is, as it is to be)
+
+
+def edit(table: Any, table_name: str, services: Mapping[ServiceKey, Change],
          rules: Mapping[RuleKey, Rule | None]) -> bool:
-    """Make ``table`` hold ``services`` and ``rules`` (None: absent). False if none belongs here."""
+    """Make ``table`` hold the new side of ``services`` and ``rules`` (None: absent).
+
+    Returns False if nothing of them belongs in this table.
+    """
+    if not touches(table_name, services, rules):
+        return False
     mine_rules = {k: r for k, r in rules.items() if k[0] != "policy-route" and _table_of(k) == table_name}
     mine_services = services if table_name == "nat" else {}
-    if not mine_rules and not mine_services:
-        return False
     ed = _Editor(table)
     ed.hook(table_name)
     if mine_services:
@@ -120,39 +134,31 @@ def edit(backend: Any, table: Any, table_name: str, services: Mapping[ServiceKey
     return True
 
 
+def touches(table_name: str, services: Mapping[ServiceKey, Change], rules: Mapping[RuleKey, object]) -> bool:
+    """Whether any of these changes lives in table ``table_name``."""
+    if table_name == "nat" and services:
+        return True
+    return any(k[0] != "policy-route" and _table_of(k) == table_name for k in rules)
+
+
 def _table_of(key: RuleKey) -> str:
     return "mangle" if key[0] == "mark" else "nat"
 
 
-def _services(ed: _Editor, services: Mapping[ServiceKey, VirtualService | None]) -> None:
-    chains = {layout.service_chain(k): k for k in services}
-    listed = list(listing(ed.table, layout.SERVICES))
-    ed.delete_at(layout.SERVICES, [i for i, (_, target) in enumerate(listed) if target in chains])
-    ranks = [_rank(text) for text, target in listed if target not in chains]
-    names = ed.names()
-    prefixes = tuple(s.replace("-S-", "-R-") + "-" for s in chains)
-    stale = [c for c in names if c in chains or c.startswith(prefixes)]
-    ed.drop_chains(sorted(stale, key=lambda c: c.startswith("LBCORE-S-"), reverse=True))
-    for svc in services.values():
-        if svc is None:
-            continue
-        built = layout.service_chains(svc)
-        own = layout.service_chain(svc.key)
-        for chain, entries in built.items():  # the real servers' chains first: the service jumps to them
-            if chain != own:
-                ed.write_chain(chain, entries)
-        ed.write_chain(own, built[own])
-        rank = layout.service_rank(svc)
-        position = sum(1 for r in ranks if r <= rank)
-        ed.insert(layout.SERVICES, layout.service_jump(svc), position)
-        ranks.insert(position, rank)
-
-
-def _rank(descriptor: str) -> int:
-    if " -f " in f" {descriptor} ":
-        return 0
-    endpoint = descriptor.split()[2]
-    return 2 if endpoint.endswith(":0") else 1
+def _services(ed: _Editor, services: Mapping[ServiceKey, Change]) -> None:
+    for old, new in services.values():
+        if old is not None:  # its jump (found by its target, no comment read) and its chains go
+            rank, own = layout.rank_chain(old), layout.service_chain(old.key)
+            ed.delete_at(rank, jumps_to(ed.table, rank, own))
+            ed.drop_chains(list(layout.service_chains(old)))
+        if new is not None:
+            built = layout.service_chains(new)
+            own = layout.service_chain(new.key)
+            for chain, entries in built.items():  # the real servers' chains first: the service jumps to them
+                if chain != own:
+                    ed.write_chain(chain, entries)
+            ed.write_chain(own, built[own])
+            ed.append(layout.rank_chain(new), layout.service_jump(new))
 
 
 def _rules(ed: _Editor, rules: Mapping[RuleKey, Rule | None]) -> None:

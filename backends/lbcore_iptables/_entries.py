@@ -297,6 +297,12 @@ def verdict(name: Literal["ACCEPT", "DROP", "RETURN"]) -> bytes:
     return _extension(name, 0, _VERDICT.pack(0))
 
 
+def fallthrough() -> bytes:
+    """Return no target at all (a rule without ``-j``: it only counts), as libiptc maps ""."""
+    data = _VERDICT.pack(0).ljust(_align(_VERDICT.size), b"\0")
+    return _EXTENSION.pack(_EXTENSION.size + len(data), b"", 0) + data
+
+
 def jump(chain: str) -> bytes:
     """Return ``-j chain``: a standard target naming a user chain, which libiptc turns into an offset.
 

@@ -2,19 +2,29 @@
 
 Every rule lbcore writes sits in a chain named ``LBCORE-*``. Built-in chains reach them through
 one jump each, which carries the comment ``lbcore`` so that it is found and never confused with an
-operator's rule. Each owned object (a service, a real server, a rule of lbcore.rules) is one jump
-in a *dispatch* chain plus a chain of its own; the jump carries the object's *descriptor* in
-comment matches: its ipvsadm line (``-A -t 192.0.2.1:80 -s rr``, ``-a ... -r ... -m -w 1``) or its
-:meth:`~lbcore.rules.FirewallMark.text`. Reading the state decodes comments of lbcore's dispatch
-chains only; it never lists an operator's chains, nor parses a match.
+operator's rule. Each object carries its *descriptor* in comment matches, so that reading the state
+decodes comments of lbcore's own chains only, never lists an operator's chain, nor parses a match:
 
-    nat     PREROUTING  -> LBCORE-SERVICES  one jump per service (by VIP, port or mark)
-            OUTPUT      -> LBCORE-SERVICES     -> LBCORE-S-<svc>   persistence, then picks
-                                               -> LBCORE-R-<svc>-<rs>  --set, DNAT
-            PREROUTING  -> LBCORE-REDIRECT  the Redirects, one rule each
-            POSTROUTING -> LBCORE-POSTROUTING the AutoNats
-    mangle  PREROUTING  -> LBCORE-MARK       one jump per FirewallMark, in mark order
-                                               -> LBCORE-M-<mark>  RETURN exceptions, then MARK
+- a service's chain opens with *header* rules (no target: they only count) whose comments hold its
+  ipvsadm lines (``-A -t 192.0.2.1:80 -s rr``, then ``-a ... -r ... -m -w 1`` per real server, in
+  order); so one service is read, or found absent, by its chain's name alone;
+- a rule of lbcore.rules is a jump (or rules) in a dispatch chain, carrying its ``text()``.
+
+::
+
+    nat     PREROUTING,  -> LBCORE-SERVICES -> LBCORE-SVC-MARK  jumps by firewall mark,
+            OUTPUT                          -> LBCORE-SVC-PORT  by protocol, VIP and port,
+                                            -> LBCORE-SVC-ANY   by protocol and VIP (port 0)
+                                                 -> LBCORE-S-<svc>  header, persistence, picks
+                                                    -> LBCORE-R-<svc>-<rs>  recent --set, DNAT
+            PREROUTING   -> LBCORE-REDIRECT      the Redirects, one rule each
+            POSTROUTING  -> LBCORE-POSTROUTING   the AutoNats
+    mangle  PREROUTING   -> LBCORE-MARK          one jump per FirewallMark, in mark order
+                                                 -> LBCORE-M-<mark>  RETURN exceptions, then MARK
+
+IPVS looks a packet up by firewall mark first, then by port, then by a port-0 service (ip_vs_in),
+hence the three service chains in that order; within one there is no overlap, so a new service's
+jump is appended without a search.
 """
 
 from __future__ import annotations
@@ -37,6 +47,14 @@ SERVICES = "LBCORE-SERVICES"
 REDIRECTS = "LBCORE-REDIRECT"
 POSTROUTING = "LBCORE-POSTROUTING"
 MARKS = "LBCORE-MARK"
+
+#: The service chains by rank (see service_rank), jumped to from SERVICES in this order.
+SERVICE_RANKS = ("LBCORE-SVC-MARK", "LBCORE-SVC-PORT", "LBCORE-SVC-ANY")
+#: Between the ipvsadm lines in a header: not a newline, which iptables-save would print as is,
+#: breaking its own output into lines that iptables-restore cannot read.
+LINE_SEPARATOR = " | "
+#: Comment matches per header rule: an entry must stay under 64 KiB (next_offset is 16 bits).
+HEADER_COMMENTS = 128
 
 #: (table, built-in chain, lbcore's chain): the jumps lbcore adds to built-in chains.
 HOOKS = (
@@ -83,22 +101,31 @@ def hook_entry(chain: str) -> bytes:
 # -- services --------------------------------------------------------------------------------------
 
 
-def service_rank(svc: VirtualService) -> int:
-    """Where a service's jump goes in LBCORE-SERVICES: IPVS looks a packet up by its firewall
-    mark first, then by (protocol, VIP, port), then by the VIP's port-0 service (ip_vs_in)."""
-    return 0 if svc.fwmark else (2 if svc.port == 0 else 1)
+def rank_chain(svc: VirtualService) -> str:
+    """The chain that holds the jump to ``svc``: by mark, by port, or by port 0 (SERVICE_RANKS)."""
+    return SERVICE_RANKS[0 if svc.fwmark else (2 if svc.port == 0 else 1)]
 
 
 def service_jump(svc: VirtualService) -> bytes:
-    """The dispatch entry: the packets of ``svc`` go to its chain."""
-    matches = comments(service_descriptor(svc))
+    """The entry in its rank chain that sends the packets of ``svc`` to its chain."""
     target = e.jump(service_chain(svc.key))
     if svc.fwmark:
-        return e.entry([e.mark(svc.fwmark), *matches], target)
+        return e.entry([e.mark(svc.fwmark)], target)
     assert svc.protocol is not None and isinstance(svc.address, ipaddress.IPv4Address)
     ports = [_ports(svc.protocol, dport=(svc.port, svc.port))] if svc.port else []
-    return e.entry([*ports, *matches], target, protocol=svc.protocol.number,
-                   dst=ipaddress.IPv4Network(svc.address))
+    return e.entry(ports, target, protocol=svc.protocol.number, dst=ipaddress.IPv4Network(svc.address))
+
+
+def descriptor_lines(svc: VirtualService) -> list[str]:
+    """The service's ipvsadm lines: ``-A ...``, then ``-a ...`` per real server, in order."""
+    return [service_descriptor(svc), *(real_server_descriptor(svc.key, rs) for rs in svc.real_servers)]
+
+
+def header_entries(svc: VirtualService) -> list[bytes]:
+    """Rules with no target that carry the service's descriptor lines in their comments."""
+    matches = comments(LINE_SEPARATOR.join(descriptor_lines(svc)))
+    return [e.entry(matches[i:i + HEADER_COMMENTS], e.fallthrough())
+            for i in range(0, len(matches), HEADER_COMMENTS)]
 
 
 def _ports(protocol: Protocol, dport: tuple[int, int]) -> bytes:
@@ -106,9 +133,9 @@ def _ports(protocol: Protocol, dport: tuple[int, int]) -> bytes:
 
 
 def service_chains(svc: VirtualService) -> dict[str, list[bytes]]:
-    """The chains of ``svc``: its own (persistence, then picks) and one per real server."""
+    """The chains of ``svc``: its own (header, persistence, picks) and one per real server."""
     key = svc.key
-    own: list[bytes] = []
+    own: list[bytes] = header_entries(svc)
     chains = {service_chain(key): own}
     persistence = svc.persistence
     mask = None
@@ -127,17 +154,17 @@ def service_chains(svc: VirtualService) -> dict[str, list[bytes]]:
         else:
             match = []
         own.append(e.entry(match, e.jump(real_server_chain(key, pick.real_server))))
-    for index, rs in enumerate(svc.real_servers):
-        body = comments(f"{index} {real_server_descriptor(key, rs)}")
-        if persistence is not None:
-            body.insert(0, e.recent(dnat.recent_name(key, rs), set=True, mask=mask))
-        port = rs.port or None
-        # iptables-restore refuses a DNAT port without -p tcp/udp ("Need TCP, UDP, SCTP or DCCP
-        # with port specification"): without it, iptables-save | iptables-restore of the table fails.
-        # The service's jump matched the protocol already, so the match changes nothing else.
-        protocol = svc.protocol.number if svc.protocol is not None else 0
-        chains[real_server_chain(key, rs)] = [e.entry(body, e.dnat(rs.address, port),  # type: ignore[arg-type]
-                                                      protocol=protocol)]
+    for rs in svc.real_servers:
+        body = [e.recent(dnat.recent_name(key, rs), set=True, mask=mask)] if persistence is not None else []
+        target = e.dnat(rs.address, rs.port or None)  # type: ignore[arg-type]
+        # iptables-restore refuses a DNAT port without -p ("Need TCP, UDP, SCTP or DCCP with port
+        # specification"), so iptables-save | iptables-restore of the table would fail. The jump
+        # matched the protocol already; a fwmark service's new port needs one rule per protocol.
+        if svc.protocol is not None:
+            protocols = [svc.protocol.number]
+        else:
+            protocols = [Protocol.TCP.number, Protocol.UDP.number] if rs.port else [0]
+        chains[real_server_chain(key, rs)] = [e.entry(body, target, protocol=p) for p in protocols]
     return chains
 
 

@@ -240,3 +240,18 @@ def test_a_transparent_mode_redirect_moves_port_80_to_8080(lab: Lab) -> None:
         finally:
             rs.close()
     assert lab.ask("client", "10.91.1.2", PORT) == "rs1-8080"
+
+
+def test_iptables_save_and_restore_give_lbcore_back_its_own_state(lab: Lab, backend: IPTablesBackend) -> None:
+    # An operator's netfilter-persistent saves and restores the whole table: lbcore's rules must
+    # survive that, and read back as the same objects.
+    fwmark = VirtualService(fwmark=3, scheduler="rr", real_servers=[RealServer("10.91.1.2", 8080, forward="nat")])
+    rules = [FirewallMark(3, "udp", ports=(53,)), AutoNat("lo", ["10.91.0.0/16"]), Redirect("10.90.0.100")]
+    desired = Table([_service(persistence=Persistence(timeout=60, netmask="255.255.255.0")), fwmark], rules=rules)
+    Balancer(backend).apply(desired)
+    before = backend.read()
+    for table in ("nat", "mangle"):
+        saved = lab.run("dir", "iptables-legacy-save", "-t", table)
+        lab.run("dir", "iptables-legacy-restore", stdin=saved)
+    assert backend.read() == before
+    assert Balancer(backend).plan(desired) == []

@@ -1,4 +1,5 @@
-"""Balancer: every change is checked against capabilities and the table before the backend sees it."""
+"""Balancer: every change is checked against capabilities before the backend sees it, and against
+the table before anything changes."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from lbcore import (
     VirtualService,
     open_backend,
 )
-from lbcore.ops import apply_ops
+from lbcore.ops import DeleteService, apply_ops
 from lbcore.registry import backend_names
 
 
@@ -41,8 +42,8 @@ class RecordingBackend:
         return Table({k: s for k, s in self.table.services.items() if k in keys})
 
     def apply(self, ops: Sequence[Op]) -> None:
+        self.table = apply_ops(self.table, ops)  # all or none, as the SPI requires
         self.applied.append(list(ops))
-        self.table = apply_ops(self.table, ops)
 
     def close(self) -> None:
         pass
@@ -62,11 +63,13 @@ def test_a_missing_capability_is_refused_before_the_backend_sees_anything() -> N
     assert backend.applied == []
 
 
-def test_a_precondition_failure_is_refused_before_the_backend_sees_anything() -> None:
+def test_a_precondition_failure_changes_nothing_and_check_alone_never_applies() -> None:
     backend = RecordingBackend()
     with pytest.raises(ServiceNotFound):
         Balancer(backend).delete_service(web())
-    assert backend.applied == []
+    with pytest.raises(ServiceNotFound):
+        Balancer(backend).check([DeleteService(web().key)])
+    assert backend.applied == [] and backend.table == Table()
 
 
 def test_apply_sends_one_batch_and_nothing_when_already_there() -> None:
