@@ -61,7 +61,7 @@ from lbcore.ops import (
 )
 from lbcore.plan import plan
 from lbcore.registry import open_backend
-from lbcore.rules import AutoNat, FirewallMark, PolicyRoute, Redirect, Rule
+from lbcore.rules import AutoNat, FirewallMark, LoopbackVIP, PolicyRoute, Redirect, Rule
 from lbcore.table import Table
 
 __version__ = "0.2.0"
@@ -88,6 +88,7 @@ __all__ = [
     "ForwardMethod",
     "InvalidField",
     "LBError",
+    "LoopbackVIP",
     "NotFound",
     "NotOwned",
     "Op",

@@ -20,7 +20,7 @@ from lbcore.ops import (
     SetSysctls,
     SetTimeouts,
 )
-from lbcore.rules import AutoNat, FirewallMark, PolicyRoute, Redirect
+from lbcore.rules import AutoNat, FirewallMark, LoopbackVIP, PolicyRoute, Redirect
 from lbcore.table import Table
 
 
@@ -63,6 +63,7 @@ class Capability(str, enum.Enum):
     AUTO_NAT = "auto-nat"
     REDIRECT = "redirect"
     POLICY_ROUTING = "policy-routing"
+    LOOPBACK_VIP = "loopback-vip"
 
     def __str__(self) -> str:
         return self.value
@@ -154,6 +155,7 @@ _RULE_CAPABILITY = {
     AutoNat: Capability.AUTO_NAT,
     Redirect: Capability.REDIRECT,
     PolicyRoute: Capability.POLICY_ROUTING,
+    LoopbackVIP: Capability.LOOPBACK_VIP,
 }
 
 

@@ -24,7 +24,7 @@ from lbcore.errors import (
     ServiceNotFound,
 )
 from lbcore.model import IPAddress, RealServer, ServiceKey, Sysctls, Timeouts, VirtualService
-from lbcore.rules import AutoNat, FirewallMark, PolicyRoute, Redirect, Rule, RuleKey
+from lbcore.rules import AutoNat, FirewallMark, LoopbackVIP, PolicyRoute, Redirect, Rule, RuleKey
 from lbcore.table import Table
 
 
@@ -147,7 +147,7 @@ class SetSysctls:
 
 
 def _rule(inst: object, attribute: attrs.Attribute[Rule], value: object) -> None:
-    if not isinstance(value, (FirewallMark, AutoNat, Redirect, PolicyRoute)):
+    if not isinstance(value, (FirewallMark, AutoNat, Redirect, PolicyRoute, LoopbackVIP)):
         raise InvalidField(type(inst).__name__, attribute.name, value, "is not an lbcore rule")
 
 

@@ -274,7 +274,37 @@ class PolicyRoute:
         return _text(f"policy-route {self.mark}", table=self.table, via=self.via or "")
 
 
-Rule = FirewallMark | AutoNat | Redirect | PolicyRoute
+@attrs.frozen
+class LoopbackVIP:
+    """A real server's VIP on ``lo``, with ARP kept quiet about it: the guide's other answer to DR's
+    ARP problem, beside :class:`Redirect`.
+
+    The address goes on ``lo`` as a /32 (``ip addr add VIP/32 dev lo``, stamped with routing
+    protocol 219); ``net.ipv4.conf.all.arp_ignore`` is raised to 1 and ``arp_announce`` to 2, so
+    the host answers ARP only for addresses of the interface asked, and never announces the VIP.
+    The two sysctls are raised, never lowered, and left as they are when the VIP goes: other
+    VIPs, and other tools, may rely on them.
+
+    .. versionadded:: 0.2
+    """
+
+    address: ipaddress.IPv4Address = attrs.field(converter=_as_ipv4, validator=_optional_ipv4)
+
+    def __attrs_post_init__(self) -> None:
+        if self.address is None:
+            _refuse(self, attrs.fields(LoopbackVIP).address, None, "is not an IPv4 address")
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """One per address."""
+        return ("loopback-vip", str(self.address))
+
+    def text(self) -> str:
+        """The one-line text form, e.g. ``loopback-vip 192.0.2.10``."""
+        return f"loopback-vip {self.address}"
+
+
+Rule = FirewallMark | AutoNat | Redirect | PolicyRoute | LoopbackVIP
 RuleKey = tuple[Any, ...]
 
 
@@ -307,6 +337,8 @@ def rule_from_text(text: str) -> Rule:
             return Redirect(fields.get("dst"), protocol=fields.get("proto", "tcp"),
                             port=int(fields["port"]) if "port" in fields else None,
                             to_port=int(fields["to"]) if "to" in fields else None)
+        if head == "loopback-vip":
+            return LoopbackVIP(positional[0])
         if head == "policy-route":
             return PolicyRoute(int(positional[0]), int(fields["table"]), via=fields.get("via"))
     except (IndexError, KeyError, ValueError) as exc:

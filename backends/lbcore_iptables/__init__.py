@@ -5,8 +5,8 @@ redirects, policy routes) are what an IPVS deployment needs beside IPVS; virtual
 the DNAT balancer of :mod:`lbcore.dnat`, for hosts without IPVS.
 
 Ownership: everything lives in ``LBCORE-*`` chains, reached from built-in chains by jumps that
-carry the comment ``lbcore`` (see ``lbcore_iptables/_layout.py``); policy routes carry routing
-protocol 219 (:data:`lbcore.rules.RTPROT_LBCORE`). Nothing else is read or changed.
+carry the comment ``lbcore`` (see ``lbcore_iptables/_layout.py``); policy routes and loopback VIPs
+carry routing protocol 219 (:data:`lbcore.rules.RTPROT_LBCORE`). Nothing else is read or changed.
 
 Atomicity: libiptc replaces a whole table in one call, so an apply is one commit per table it
 touches (nat, mangle), made under the xtables lock that ``iptables -w`` takes. When another
@@ -35,7 +35,7 @@ from lbcore.errors import BackendError, BackendUnavailable, InvalidField, StateU
 from lbcore.ipvsadm import parse_save
 from lbcore.model import ServiceKey, VirtualService
 from lbcore.ops import AddRule, DeleteRule, Op, apply_ops, service_key
-from lbcore.rules import PolicyRoute, Rule, RuleKey, rule_from_text
+from lbcore.rules import LoopbackVIP, PolicyRoute, Rule, RuleKey, rule_from_text
 from lbcore.table import Table
 from lbcore_iptables._edit import Change
 
@@ -348,15 +348,15 @@ class IPTablesBackend:
             self._routes = IPRoute()
         return self._routes
 
-    def _policy_routes(self) -> list[PolicyRoute]:
+    def _policy_routes(self) -> list[PolicyRoute | LoopbackVIP]:
         from lbcore_iptables import _routes
 
         return _routes.read(self._ipr)
 
     def _set_routes(self, rules: Mapping[RuleKey, Rule | None]) -> None:
-        from lbcore_iptables import _routes
+        from lbcore_iptables import _edit, _routes
 
-        changes = {k: r for k, r in rules.items() if k[0] == "policy-route"}
+        changes = {k: r for k, r in rules.items() if k[0] not in _edit.TABLE_OF}
         if changes:
             _routes.apply(self._ipr(), changes)
 

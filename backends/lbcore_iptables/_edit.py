@@ -123,7 +123,7 @@ def edit(table: Any, table_name: str, services: Mapping[ServiceKey, Change],
     """
     if not touches(table_name, services, rules):
         return False
-    mine_rules = {k: r for k, r in rules.items() if k[0] != "policy-route" and _table_of(k) == table_name}
+    mine_rules = {k: r for k, r in rules.items() if k[0] in TABLE_OF and TABLE_OF[k[0]] == table_name}
     mine_services = services if table_name == "nat" else {}
     ed = _Editor(table)
     ed.hook(table_name)
@@ -138,11 +138,11 @@ def touches(table_name: str, services: Mapping[ServiceKey, Change], rules: Mappi
     """Whether any of these changes lives in table ``table_name``."""
     if table_name == "nat" and services:
         return True
-    return any(k[0] != "policy-route" and _table_of(k) == table_name for k in rules)
+    return any(TABLE_OF.get(k[0]) == table_name for k in rules)
 
 
-def _table_of(key: RuleKey) -> str:
-    return "mangle" if key[0] == "mark" else "nat"
+#: The table of each kind of rule that netfilter holds (the others are rtnetlink's: _routes).
+TABLE_OF = {"mark": "mangle", "redirect": "nat", "auto-nat": "nat"}
 
 
 def _services(ed: _Editor, services: Mapping[ServiceKey, Change]) -> None:

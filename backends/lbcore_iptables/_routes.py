@@ -1,8 +1,9 @@
-"""Policy routes over rtnetlink (pyroute2): ``ip rule ... fwmark M table T`` and T's one route.
+"""What rtnetlink holds (pyroute2): policy routes, and real servers' VIPs on ``lo``.
 
-lbcore's ip rules and routes carry routing protocol 219 (RTPROT_LBCORE); nothing without it is
-read or changed. A route table is lbcore's only through its lbcore route: an operator's routes in
-the same table are left alone.
+A policy route is ``ip rule ... fwmark M table T`` and T's one route; a loopback VIP is an address
+on ``lo`` (and the ARP sysctls it needs). lbcore's ip rules, routes and addresses carry routing
+protocol 219 (RTPROT_LBCORE); nothing without it is read or changed. A route table is lbcore's only
+through its lbcore route: an operator's routes in the same table are left alone.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from lbcore.errors import BackendError
-from lbcore.rules import RTPROT_LBCORE, PolicyRoute, Rule, RuleKey
+from lbcore.rules import RTPROT_LBCORE, LoopbackVIP, PolicyRoute, Rule, RuleKey
 
 #: ip rule priority of lbcore's rules: before main (32766), after local (0).
 PRIORITY = 1000
@@ -21,10 +22,16 @@ RTN_UNICAST, RTN_LOCAL = 1, 2
 RT_SCOPE_UNIVERSE, RT_SCOPE_HOST = 0, 254
 
 
-def read(ipr_factory: Callable[[], Any]) -> list[PolicyRoute]:
-    """lbcore's policy routes, as the kernel holds them."""
+#: The sysctls a loopback VIP needs, and the least value each must have (they are only raised).
+ARP_SYSCTLS = {"/proc/sys/net/ipv4/conf/all/arp_ignore": 1, "/proc/sys/net/ipv4/conf/all/arp_announce": 2}
+
+
+def read(ipr_factory: Callable[[], Any]) -> list[PolicyRoute | LoopbackVIP]:
+    """lbcore's policy routes and loopback VIPs, as the kernel holds them."""
     ipr = ipr_factory()
-    found = []
+    found: list[PolicyRoute | LoopbackVIP] = [
+        LoopbackVIP(msg.get_attr("IFA_ADDRESS")) for msg in ipr.get_addr(family=socket.AF_INET, index=_lo(ipr))
+        if msg.get_attr("IFA_PROTO") == RTPROT_LBCORE]
     for msg in ipr.get_rules(family=socket.AF_INET):
         if msg.get_attr("FRA_PROTOCOL") != RTPROT_LBCORE:
             continue
@@ -38,10 +45,25 @@ def read(ipr_factory: Callable[[], Any]) -> list[PolicyRoute]:
     return found
 
 
-def _add(ipr: Any, route: PolicyRoute) -> None:
+def _lo(ipr: Any) -> int:
+    return int(ipr.link_lookup(ifname="lo")[0])
+
+
+def _raise_arp_sysctls() -> None:
+    for path, least in ARP_SYSCTLS.items():
+        with open(path, "r+", encoding="ascii") as f:
+            if int(f.read()) < least:
+                f.seek(0)
+                f.write(str(least))
+
+
+def _add(ipr: Any, route: PolicyRoute | LoopbackVIP) -> None:
+    if isinstance(route, LoopbackVIP):  # the sysctls first: the VIP must never answer ARP
+        _raise_arp_sysctls()
+        ipr.addr("add", index=_lo(ipr), address=str(route.address), prefixlen=32, IFA_PROTO=RTPROT_LBCORE)
+        return
     if route.via is None:  # ip route add local 0.0.0.0/0 dev lo table T
-        lo = ipr.link_lookup(ifname="lo")[0]
-        ipr.route("add", dst="0.0.0.0", dst_len=0, type="local", scope=RT_SCOPE_HOST, oif=lo,
+        ipr.route("add", dst="0.0.0.0", dst_len=0, type="local", scope=RT_SCOPE_HOST, oif=_lo(ipr),
                   table=route.table, proto=RTPROT_LBCORE)
     else:
         ipr.route("add", dst="0.0.0.0", dst_len=0, gateway=str(route.via), table=route.table,
@@ -49,7 +71,10 @@ def _add(ipr: Any, route: PolicyRoute) -> None:
     ipr.rule("add", fwmark=route.mark, table=route.table, priority=PRIORITY, FRA_PROTOCOL=RTPROT_LBCORE)
 
 
-def _delete(ipr: Any, route: PolicyRoute) -> None:
+def _delete(ipr: Any, route: PolicyRoute | LoopbackVIP) -> None:
+    if isinstance(route, LoopbackVIP):
+        ipr.addr("del", index=_lo(ipr), address=str(route.address), prefixlen=32)
+        return
     ipr.rule("del", fwmark=route.mark, table=route.table, priority=PRIORITY, FRA_PROTOCOL=RTPROT_LBCORE)
     for msg in ipr.get_routes(table=route.table, family=socket.AF_INET):
         if msg["proto"] == RTPROT_LBCORE and msg["dst_len"] == 0:
@@ -58,17 +83,17 @@ def _delete(ipr: Any, route: PolicyRoute) -> None:
 
 
 def apply(ipr: Any, changes: Mapping[RuleKey, Rule | None]) -> None:
-    """Make each changed policy route what ``changes`` says (None: absent), or none of them.
+    """Make each changed policy route or loopback VIP what ``changes`` says (None: absent), or none.
 
     Raises:
         BackendError: rtnetlink refused; the changes already made were undone.
     """
     before = {r.key: r for r in read(lambda: ipr)}
-    done: list[tuple[PolicyRoute | None, PolicyRoute | None]] = []
+    done: list[tuple[PolicyRoute | LoopbackVIP | None, PolicyRoute | LoopbackVIP | None]] = []
     try:
         for key, new in changes.items():
             old = before.get(key)
-            assert new is None or isinstance(new, PolicyRoute)
+            assert new is None or isinstance(new, (PolicyRoute, LoopbackVIP))
             if old is not None:
                 _delete(ipr, old)
             done.append((old, None))
@@ -81,5 +106,5 @@ def apply(ipr: Any, changes: Mapping[RuleKey, Rule | None]) -> None:
                 _delete(ipr, new)
             if old is not None:
                 _add(ipr, old)
-        raise BackendError("iptables", f"policy routing refused a change: {exc}",
+        raise BackendError("iptables", f"rtnetlink refused a change: {exc}",
                            errno=getattr(exc, "code", None)) from exc

@@ -46,9 +46,11 @@ UDP_HEADER_BYTES = 8
 def ip_header_bytes(address: IPAddress) -> int:
     """The IP header's length for a packet to or from ``address``."""
     return 20 if address.version == 4 else 40
-EPHEMERAL_PORTS = (32768, 60999)
+
+
+EPHEMERAL_PORTS = (32768, 60999)  # net.ipv4.ip_local_port_range
 #: The rules the iptables backend keeps in the nat table (a change to them commits it).
-NAT_RULE_KINDS = frozenset({"redirect", "auto-nat"})  # net.ipv4.ip_local_port_range
+NAT_RULE_KINDS = frozenset({"redirect", "auto-nat"})
 
 
 @attrs.frozen

@@ -37,7 +37,7 @@ from lbcore.errors import (
 from lbcore.model import Persistence, RealServer, Timeouts, Tunnel, VirtualService
 from lbcore.ops import AddRealServer, AddRule, AddService, DeleteRule, DeleteService, EditRealServer
 from lbcore.registry import open_backend
-from lbcore.rules import AutoNat, FirewallMark, Redirect, Rule
+from lbcore.rules import AutoNat, FirewallMark, LoopbackVIP, Redirect, Rule
 from lbcore.table import Table
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -265,13 +265,15 @@ class BackendConformance:
             lb.execute([DeleteRule(FirewallMark(3, "tcp"))])
         assert backend.read() == before
 
-    @requires(Capability.AUTO_NAT, Capability.REDIRECT)
+    @requires(Capability.AUTO_NAT, Capability.REDIRECT, Capability.LOOPBACK_VIP)
     def test_changing_a_rule_replaces_it(self, backend: Backend) -> None:
         lb = Balancer(backend)
-        first: list[Rule] = [AutoNat("eth0", ["10.0.0.0/24"]), Redirect(VIP)]
+        first: list[Rule] = [AutoNat("eth0", ["10.0.0.0/24"]), Redirect(VIP), LoopbackVIP("192.0.2.11")]
         lb.apply(Table([], rules=first))
-        second: list[Rule] = [AutoNat("eth0", ["10.0.0.0/24"], to_source="203.0.113.1"), Redirect(VIP)]
-        assert lb.apply(Table([], rules=second)) == [DeleteRule(first[0]), AddRule(second[0])]
+        second: list[Rule] = [AutoNat("eth0", ["10.0.0.0/24"], to_source="203.0.113.1"), Redirect(VIP),
+                              LoopbackVIP("192.0.2.12")]
+        assert lb.apply(Table([], rules=second)) == [DeleteRule(first[0]), DeleteRule(first[2]),
+                                                     AddRule(second[0]), AddRule(second[2])]
         assert backend.read().rules == {r.key: r for r in second}
 
     @requires(Capability.TIMEOUTS)

@@ -18,7 +18,7 @@ import pytest
 from lbcore_iptables import IPTablesBackend
 
 from lbcore import BackendUnavailable, Balancer, Persistence, RealServer, Unsupported, VirtualService
-from lbcore.rules import AutoNat, FirewallMark, PolicyRoute, Redirect
+from lbcore.rules import AutoNat, FirewallMark, LoopbackVIP, PolicyRoute, Redirect
 from lbcore.table import Table
 from lbcore.testing.netns import Lab
 
@@ -255,3 +255,30 @@ def test_iptables_save_and_restore_give_lbcore_back_its_own_state(lab: Lab, back
         lab.run("dir", "iptables-legacy-restore", stdin=saved)
     assert backend.read() == before
     assert Balancer(backend).plan(desired) == []
+
+
+def test_a_loopback_vip_takes_dr_traffic_and_keeps_arp_quiet(lab: Lab) -> None:
+    vip = "10.92.0.100"
+    lab.run("client", "ip", "route", "add", f"{vip}/32", "via", "10.90.0.1")
+    lab.run("dir", "ip", "route", "add", f"{vip}/32", "via", "10.91.1.2")  # DR: to the real server's MAC
+    with lab.inside("rs1"):
+        rs = IPTablesBackend(legacy_beside_nft=True)
+        try:
+            Balancer(rs).apply(Table([], rules=[LoopbackVIP(vip)]))
+            assert rs.read().rules == {LoopbackVIP(vip).key: LoopbackVIP(vip)}
+        finally:
+            rs.close()
+    assert lab.ask("client", vip, PORT) == "rs1"
+    assert f"inet {vip}/32" in lab.run("rs1", "ip", "-4", "addr", "show", "dev", "lo")
+    assert lab.run("rs1", "cat", "/proc/sys/net/ipv4/conf/all/arp_ignore").strip() == "1"
+    assert lab.run("rs1", "cat", "/proc/sys/net/ipv4/conf/all/arp_announce").strip() == "2"
+    # Asked by ARP on its link, the real server keeps quiet about the VIP: only the director may answer.
+    link = lab.run("dir", "ip", "-o", "addr", "show", "to", "10.91.1.1").split()[1]
+    lab.run("dir", "ip", "route", "replace", f"{vip}/32", "dev", link)
+    assert lab.ask("client", vip, PORT, timeout=1.5) is None
+    assert "FAILED" in lab.run("dir", "ip", "neigh", "show", vip) or \
+        "INCOMPLETE" in lab.run("dir", "ip", "neigh", "show", vip)
+    # And it is arp_ignore that keeps it quiet: without it, the real server answers for the VIP.
+    lab.sysctl("rs1", "net.ipv4.conf.all.arp_ignore", "0")
+    lab.run("dir", "ip", "neigh", "flush", "dev", link)
+    assert lab.ask("client", vip, PORT) == "rs1"
