@@ -289,7 +289,7 @@ class SMTPCheck(Check):
     """
 
 
-#: The most data an echo request carries: an IPv4 datagram's 65535 bytes, less 20 of IP and 8 of ICMP.
+#: The most data an echo request carries (an IPv4 datagram of 65535 bytes, less 20 of IP and 8 of ICMP).
 PING_MAX_SIZE = 65507
 
 
