@@ -276,6 +276,9 @@ def _timeouts(line: _Line, current: Timeouts) -> Timeouts:
     return Timeouts(*values)
 
 
+_READS_TABLE = frozenset({"-C", "--clear", "--set"})
+
+
 def parse_save(text: str) -> Table:
     """Read ``ipvsadm-save -n`` output (or any file of ``-A``/``-a`` lines) into a table.
 
@@ -283,12 +286,16 @@ def parse_save(text: str) -> Table:
         ParseError: a malformed line, named by its number.
         ServiceExists, ServiceNotFound, RealServerExists: the lines contradict each other.
     """
-    table = Table()
+    table, pending = Table(), []
     for number, raw in enumerate(text.splitlines(), 1):
-        if not raw.strip() or raw.lstrip().startswith("#"):
+        words = raw.split()
+        if not words or words[0].startswith("#"):
             continue
-        table = apply_ops(table, parse_command(raw, table, f"ipvsadm line {number}"))
-    return table
+        if words[0] in _READS_TABLE:  # the only lines whose ops depend on the table so far
+            table, pending = apply_ops(table, pending), []
+        pending.extend(parse_command(raw, table, f"ipvsadm line {number}"))
+    # One fold at the end: applying line by line would copy the table once per line.
+    return apply_ops(table, pending)
 
 
 # -- ipvsadm-save -n ---------------------------------------------------------------------------------
