@@ -286,7 +286,8 @@ def parse_save(text: str) -> Table:
         ParseError: a malformed line, named by its number.
         ServiceExists, ServiceNotFound, RealServerExists: the lines contradict each other.
     """
-    table, pending = Table(), []
+    table = Table()
+    pending: list[Op] = []
     for number, raw in enumerate(text.splitlines(), 1):
         words = raw.split()
         if not words or words[0].startswith("#"):

@@ -303,6 +303,16 @@ class IPVSBackend:
                                          "persistent": kd.persistent} for kd in self._kernel_dests(ks.key)}}
         return out
 
+    def connection_counts(self, key: ServiceKey) -> dict[tuple[IPAddress, int], int]:
+        """Each real server's ActiveConn + InActConn in the owned service ``key`` (one netlink
+        dump of its real servers), as a graceful drain waits on; {} for no such service.
+
+        .. versionadded:: 0.2
+        """
+        if not self.owns(key) or self._kernel_service(key) is None:
+            return {}
+        return {kd.real_server.key: kd.active + kd.inactive for kd in self._kernel_dests(key)}
+
     def connections(self, persistent_conn: bool = False) -> str:
         """``ipvsadm -Lnc`` of the whole namespace, from /proc/net/ip_vs_conn (netlink has none)."""
         from lbcore.sim.report import connections_from_proc

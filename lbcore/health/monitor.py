@@ -26,7 +26,6 @@ from lbcore.errors import InvalidField, LBError, RealServerNotFound, ServiceNotF
 from lbcore.health.checks import Check, HealthState, Policy, Probe, probe_for
 from lbcore.model import INT_MAX, IPAddress, RealServer, ServiceKey, VirtualService, _refuse
 from lbcore.plan import plan
-from lbcore.sim.backend import SimBackend
 from lbcore.table import Table
 
 #: ``done(ok, detail)``: how a prober reports one attempt.
@@ -503,18 +502,12 @@ class Monitor:
     def _connections(self, key: ServiceKey, address: IPAddress, port: int) -> int | None:
         if self._count is not None:
             return self._count(key, address, port)
-        backend = self.balancer.backend
-        if isinstance(backend, SimBackend):
-            director = backend.director
-            director.run_timers(backend.clock.now())  # entries due by now expire first
-            sim_svc = director.services.get(key)
-            dest = sim_svc.find(address, port) if sim_svc is not None else None
-            return 0 if dest is None else dest.activeconns + dest.inactconns
-        stats = getattr(backend, "stats", None)
-        if callable(stats):  # the ipvs backend's ActiveConn and InActConn
-            entry = stats().get(key, {}).get("real_servers", {}).get((address, port))
-            return 0 if entry is None else int(entry["active"]) + int(entry["inactive"])
-        return None
+        # The sim and the ipvs backend count connections; a backend that does not (the iptables
+        # backend's DNAT balancer: conntrack is not read) leaves a drain to its timeout.
+        counts = getattr(self.balancer.backend, "connection_counts", None)
+        if not callable(counts):
+            return None
+        return int(counts(key).get((address, port), 0))
 
     def _evaluate_quorum(self, svc: _ServiceRun, initial: bool = False) -> None:
         config = svc.config

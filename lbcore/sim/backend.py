@@ -345,6 +345,19 @@ class SimBackend:
         """
         return report.connections(self._ipvs("connections"), **options)
 
+    def connection_counts(self, key: ServiceKey) -> dict[tuple[IPAddress, int], int]:
+        """Each real server's active + inactive connections in service ``key`` (ipvsadm's
+        ActiveConn + InActConn), as a graceful drain waits on; {} for no such service.
+
+        .. versionadded:: 0.2
+        """
+        director = self._ipvs("count connections")
+        director.run_timers(self.clock.now())  # entries due by now expire first
+        svc = director.services.get(key)
+        if svc is None:
+            return {}
+        return {(d.address, d.port): d.activeconns + d.inactconns for d in svc.dests}
+
     def zero(self, service: VirtualService | ServiceKey | None = None) -> None:
         """Zero the statistics of one service and its real servers, or of all (ipvsadm -Z). Sim only.
 
