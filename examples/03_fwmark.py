@@ -20,7 +20,8 @@ SERVICE = VirtualService(
     real_servers=[RealServer(p, 0, forward="dr") for p in PROXIES],
 )
 MARKS = FirewallMark(1, "tcp", ports=(80, 443))
-#: Options of each backend: the kernel's tables are shared, so lbcore manages only mark 1.
+#: Options of each backend. IPVS is shared, so lbcore manages only the services of mark 1 there; in
+#: netfilter it owns its LBCORE-* chains, so these rules are all of lbcore's rules on the host.
 OPTIONS = {"sim": {}, "ipvs+iptables": {"ipvs": {"fwmarks": [1]}, "iptables": {}}}
 
 

@@ -22,8 +22,8 @@ import attrs
 
 from lbcore.backend import RULE_CAPABILITIES, Backend, Capability, needs
 from lbcore.errors import InvalidField, StateUnknown
-from lbcore.model import ServiceKey
-from lbcore.ops import AddRule, DeleteRule, Op, service_key, undo_ops
+from lbcore.model import IPAddress, ServiceKey
+from lbcore.ops import AddRule, DeleteRule, Op, apply_ops, service_key, undo_ops
 from lbcore.rules import Rule, RuleKey
 from lbcore.table import Table
 
@@ -69,9 +69,13 @@ class Composite:
         """Apply every op, each by its backend, or none.
 
         Raises:
+            ServiceExists, ServiceNotFound, RealServerExists, RealServerNotFound, RuleExists,
+                RuleNotFound: an op does not fit the joined state; no backend was changed.
             LBError: what a backend's ``apply`` raised, once the runs already applied were undone.
             StateUnknown: an undo failed.
         """
+        # Every op against the joined state first: a stale op must change no backend at all.
+        apply_ops(self.read({k for k in map(service_key, ops) if k is not None}), ops)
         runs: list[tuple[Backend, list[Op]]] = []
         for op in ops:
             target = self._target(op)
@@ -81,9 +85,9 @@ class Composite:
                 runs.append((target, [op]))
         done: list[tuple[Backend, list[Op], list[Op]]] = []
         for backend, run in runs:
-            before = backend.read({k for k in map(service_key, run) if k is not None})
-            undo = [u for us in reversed(undo_ops(before, run)) for u in us]
             try:
+                before = backend.read({k for k in map(service_key, run) if k is not None})
+                undo = [u for us in reversed(undo_ops(before, run)) for u in us]
                 backend.apply(run)
             except Exception as exc:
                 self._undo(done, exc)
@@ -100,6 +104,11 @@ class Composite:
                 raise StateUnknown(self.name, f"{cause}; undo on {backend.name} failed: {exc}",
                                    applied) from cause
             done.pop()
+
+    def connection_counts(self, key: ServiceKey) -> dict[tuple[IPAddress, int], int] | None:
+        """The first backend's connection counts (it holds the services), None if it has none."""
+        counts = getattr(self.backends[0], "connection_counts", None)
+        return counts(key) if callable(counts) else None
 
     def close(self) -> None:
         """Close every backend."""

@@ -54,6 +54,17 @@ def capabilities(weighted: str | None) -> frozenset[Capability]:
     return DNAT_CAPABILITIES | RULE_CAPABILITIES | extra
 
 
+#: The netfilter table of each kind of rule that netfilter holds (policy routes and loopback VIPs
+#: are rtnetlink's): a change to one of them is a commit of that table.
+RULE_TABLES = {"mark": "mangle", "redirect": "nat", "auto-nat": "nat"}
+
+
+def service_rank(service: VirtualService) -> int:
+    """0, 1 or 2: IPVS looks a packet up by firewall mark first, then by port, then by a port-0
+    service (ip_vs_in), and the DNAT balancer's jumps keep that order."""
+    return 0 if service.fwmark else (2 if service.port == 0 else 1)
+
+
 def random_threshold(probability: float) -> int:
     """The statistic match's stored probability: iptables keeps ``lround(0x80000000 * p)``.
 
@@ -98,14 +109,15 @@ def picks(service: VirtualService) -> list[Pick]:
     return out
 
 
-def _digest(text: str) -> str:
-    return hashlib.sha1(text.encode()).hexdigest()[:8].upper()
+def _digest(text: str, digits: int = 8) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:digits].upper()
 
 
 @functools.lru_cache(maxsize=65536)  # asked for every chain and list of a service, at each sync
 def service_id(key: ServiceKey) -> str:
-    """A short stable name for a service: 8 hex digits of its ipvsadm identity."""
-    return _digest(key.ipvsadm)
+    """A short stable name for a service: 10 hex digits of its ipvsadm identity (as many as a
+    real server's chain name, ``LBCORE-R-<service>-<real server>``, leaves in 28 characters)."""
+    return _digest(key.ipvsadm, 10)
 
 
 def real_server_id(key: ServiceKey, rs: RealServer) -> str:

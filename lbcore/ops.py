@@ -255,6 +255,11 @@ def _rule_transition(rules: Mapping[RuleKey, Rule], op: AddRule | DeleteRule) ->
         raise RuleExists(f"rule {have.text()!r} exists already")
     if isinstance(op, DeleteRule) and have != op.rule:
         raise RuleNotFound(f"no rule {op.rule.text()!r}" + (f" (there is {have.text()!r})" if have else ""))
+    if isinstance(op, AddRule) and isinstance(op.rule, PolicyRoute):
+        # A policy route owns its table's one default route: two in one table would fight over it.
+        for other in rules.values():
+            if isinstance(other, PolicyRoute) and other.table == op.rule.table:
+                raise InvalidField("PolicyRoute", "table", op.rule.table, f"is the table of {other.text()!r}")
     changed = dict(rules)
     if isinstance(op, AddRule):
         changed[key] = op.rule
@@ -272,6 +277,7 @@ def apply_op(table: Table, op: Op) -> Table:
         RealServerExists: AddRealServer of a real server the service has.
         RealServerNotFound: EditRealServer or DeleteRealServer of one it does not have.
         RuleExists, RuleNotFound: AddRule of a key the table holds; DeleteRule of a rule it lacks.
+        InvalidField: a PolicyRoute into a routing table that another one uses.
         InvalidField: the real server does not fit the service (family, port).
     """
     return apply_ops(table, (op,))
@@ -302,6 +308,7 @@ def undo_ops(table: Table, ops: Sequence[Op]) -> list[list[Op]]:
     Raises:
         The errors of :func:`apply_op`: ``ops`` do not fit ``table``.
     """
+    apply_ops(table, ops)  # the typed errors first: _inverse assumes every op fits
     services = dict(table.services)
     undo = []
     for op in ops:

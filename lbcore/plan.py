@@ -25,10 +25,11 @@ def plan(current: Table, desired: Table) -> list[Op]:
     Order: sysctls and timeouts first (they change how the rest behaves), then deleted services,
     then changed services (their settings, then real servers: deletes, edits, adds), then new
     services with their real servers. Real servers are added in the desired order, so the kernel's
-    list (newest first) is the reverse of it. Rules that go or change are deleted before any
-    service changes and added after them all, so a firewall mark never feeds a service that is
-    not there yet, or no longer. ``desired.timeouts``, ``desired.sysctls`` or ``desired.rules`` of
-    None leave those alone.
+    list (newest first) is the reverse of it. Rules that go are deleted before any service changes
+    and new ones added after them all, so a firewall mark never feeds a service that is not there
+    yet, or no longer; a rule that changes is deleted and added again at the end, the two ops side
+    by side (one commit, on a backend that commits per table). ``desired.timeouts``,
+    ``desired.sysctls`` or ``desired.rules`` of None leave those alone.
     """
     ops: list[Op] = []
     if desired.sysctls is not None and desired.sysctls != current.sysctls:
@@ -37,7 +38,7 @@ def plan(current: Table, desired: Table) -> list[Op]:
         ops.append(SetTimeouts(desired.timeouts))
     have_rules = current.rules or {}
     want_rules = have_rules if desired.rules is None else desired.rules
-    ops.extend(DeleteRule(r) for k, r in have_rules.items() if want_rules.get(k) != r)
+    ops.extend(DeleteRule(r) for k, r in have_rules.items() if k not in want_rules)
     for key in current.services:
         if key not in desired.services:
             ops.append(DeleteService(key))
@@ -50,7 +51,10 @@ def plan(current: Table, desired: Table) -> list[Op]:
         if have.settings != want.settings:
             ops.append(EditService(want.settings))
         ops.extend(_real_server_ops(have, want))
-    ops.extend(AddRule(r) for k, r in want_rules.items() if have_rules.get(k) != r)
+    for rule_key, rule in want_rules.items():
+        old = have_rules.get(rule_key)
+        if old != rule:
+            ops.extend([DeleteRule(old), AddRule(rule)] if old is not None else [AddRule(rule)])
     return ops
 
 

@@ -69,9 +69,9 @@ def _as_protocol(value: object) -> object:
         return value
 
 
-def _protocol(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, Protocol):
-        _refuse(inst, attribute, value, "is not a protocol (tcp, udp, sctp)")
+def _tcp_or_udp(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value not in (Protocol.TCP, Protocol.UDP):
+        _refuse(inst, attribute, value, "is not tcp or udp")
 
 
 def _protocols(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -226,7 +226,7 @@ class Redirect:
         converter=_as_ipv4, validator=_optional_ipv4
     )
     protocol: Protocol = attrs.field(
-        default=Protocol.TCP, converter=_as_protocol, validator=_protocol, kw_only=True
+        default=Protocol.TCP, converter=_as_protocol, validator=_tcp_or_udp, kw_only=True
     )
     port: int | None = attrs.field(default=None, validator=_optional_port, kw_only=True)
     to_port: int | None = attrs.field(default=None, validator=_optional_port, kw_only=True)
@@ -283,7 +283,8 @@ class LoopbackVIP:
     protocol 219); ``net.ipv4.conf.all.arp_ignore`` is raised to 1 and ``arp_announce`` to 2, so
     the host answers ARP only for addresses of the interface asked, and never announces the VIP.
     The two sysctls are raised, never lowered, and left as they are when the VIP goes: other
-    VIPs, and other tools, may rely on them.
+    VIPs, and other tools, may rely on them. The address is known as lbcore's by its protocol
+    (IFA_PROTO), which Linux keeps since 5.18.
 
     .. versionadded:: 0.2
     """

@@ -43,6 +43,8 @@ from lbcore_iptables._edit import Change
 XTABLES_LOCK = Path(os.environ.get("XTABLES_LOCKFILE", "/run/xtables.lock"))
 #: Commits retried after EAGAIN (another program committed between our read and our commit).
 RETRIES = 20
+RuleChange = tuple[Rule | None, Rule | None]  # (as it is, as it is to be), as _edit.Change
+
 #: Set to 1 to write legacy rules on a host whose iptables is the nf_tables variant.
 LEGACY_OVERRIDE_ENV = "LBCORE_IPTABLES_LEGACY"
 
@@ -215,12 +217,15 @@ class IPTablesBackend:
                 (svc,) = parse_save(text).services.values()
             if keys is None:
                 self._parsed[text] = svc
+            elif svc.key not in keys:  # two keys, one name: refuse rather than overwrite the other
+                raise BackendError("iptables", f"the chain {chain} of service {svc.key} has the name "
+                                   f"of a service in {sorted(map(str, keys))}: lbcore cannot hold both")
             services.append(svc)
         if mangle is None:
             return Table(services)
         rules: dict[RuleKey, Rule] = {}
-        for table, chain in ((mangle, layout.MARKS), (nat, layout.REDIRECTS), (nat, layout.POSTROUTING)):
-            for text in self._descriptors(table, chain):
+        for table_name, chain in layout.RULE_CHAINS.values():
+            for text in self._descriptors(mangle if table_name == "mangle" else nat, chain):
                 if text:
                     rule = rule_from_text(text)
                     rules[rule.key] = rule
@@ -259,7 +264,7 @@ class IPTablesBackend:
         with_rules = any(isinstance(op, (AddRule, DeleteRule)) for op in ops)
         done: list[str] = []
         services: dict[ServiceKey, Change] = {}
-        rules: dict[RuleKey, tuple[Rule | None, Rule | None]] = {}
+        rules: dict[RuleKey, RuleChange] = {}
         try:
             with self._lock():
                 # Read and check on the copies that the first commit attempt edits: one iptc_init
@@ -273,7 +278,7 @@ class IPTablesBackend:
                 rules = {k: (old_rules.get(k), new_rules.get(k)) for k in {*old_rules, *new_rules}
                          if old_rules.get(k) != new_rules.get(k)}
                 for name in ("nat", "mangle"):
-                    if self._commit(name, services, {k: new for k, (_, new) in rules.items()}, fresh[name]):
+                    if self._commit(name, services, rules, fresh[name]):
                         done.append(name)
             self._set_routes({k: new for k, (_, new) in rules.items()})
         except BaseException as exc:
@@ -281,9 +286,8 @@ class IPTablesBackend:
                 raise
             try:
                 with self._lock():
-                    back = {k: (new, old) for k, (old, new) in services.items()}
                     for name in done:
-                        self._commit(name, back, {k: old for k, (old, _) in rules.items()})
+                        self._commit(name, _swapped(services), _swapped(rules))
             except Exception as undo_exc:
                 raise StateUnknown("iptables", f"apply failed ({exc}) and so did its undo ({undo_exc})",
                                    [f"table {n} committed" for n in done]) from exc
@@ -309,32 +313,58 @@ class IPTablesBackend:
         finally:
             os.close(fd)
 
-    def _commit(self, name: str, services: Mapping[ServiceKey, Change],
-                rules: Mapping[RuleKey, Rule | None], table: Any = None) -> bool:
-        """Edit table ``name`` from the old side of ``services`` to the new, make it hold
-        ``rules`` (None: absent), and commit it.
+    def _commit(self, name: str, services: Mapping[ServiceKey, Change], rules: Mapping[RuleKey, RuleChange],
+                table: Any = None) -> bool:
+        """Edit table ``name`` from the old side of ``services`` and ``rules`` to the new, and commit.
 
         ``table``: a copy just taken under the lock, for the first attempt; later ones take their own.
         Returns False when the table has nothing to change.
+
+        Raises:
+            BackendError: the kernel refused the commit; the table holds what it held.
+            StateUnknown: the commit failed, and the table holds neither side (see below).
         """
         from lbcore_iptables import _edit
 
-        if not _edit.touches(name, services, rules):
+        new_rules = {k: new for k, (_, new) in rules.items()}
+        if not _edit.touches(name, services, new_rules):
             return False
         for attempt in range(RETRIES + 1):
             if table is None or attempt:
                 table = self._table(name)
-            if not _edit.edit(table, name, services, rules):
+            if not _edit.edit(table, name, services, new_rules):
                 return False
             if table._iptc.iptc_commit(table._handle) == 1:
                 self._commits += 1
                 return True
             code = self._errno()
-            if code != errno.EAGAIN or attempt == RETRIES:
-                raise BackendError("iptables", f"commit of table {name} failed: {os.strerror(code)}", errno=code)
-            self.retries += 1
-            time.sleep(0.001 * (attempt + 1))
+            if code == errno.EAGAIN and attempt < RETRIES:
+                self.retries += 1
+                time.sleep(0.001 * (attempt + 1))
+                continue
+            # libiptc commits in two steps: the table, then its old counters back. A program that
+            # skips the xtables lock and commits in between fails the second step (EINVAL) after
+            # the first took effect. So a failure is told apart by what the table holds now.
+            message = f"commit of table {name} failed: {os.strerror(code)}"
+            if self._holds(name, services, rules, new=True):
+                self._commits += 1
+                return True
+            if not self._holds(name, services, rules, new=False):
+                raise StateUnknown("iptables", message, [f"part of table {name}"], errno=code)
+            raise BackendError("iptables", message, errno=code)
         raise AssertionError("unreachable")
+
+    def _holds(self, name: str, services: Mapping[ServiceKey, Change], rules: Mapping[RuleKey, RuleChange],
+               new: bool) -> bool:
+        """Whether table ``name`` holds the new (or the old) side of ``services`` and ``rules`` now."""
+        from lbcore_iptables import _edit
+
+        side = 1 if new else 0
+        now = self.read(services.keys())
+        if name == "nat" and any(now.services.get(k) != change[side] for k, change in services.items()):
+            return False
+        held = now.rules or {}
+        return all(held.get(k) == change[side] for k, change in rules.items() if _edit.TABLE_OF.get(k[0]) == name)
 
     # -- policy routes --------------------------------------------------------------------------------
 
@@ -360,3 +390,7 @@ class IPTablesBackend:
         if changes:
             _routes.apply(self._ipr(), changes)
 
+
+def _swapped(changes: Mapping[Any, tuple[Any, Any]]) -> dict[Any, tuple[Any, Any]]:
+    """The changes that take ``changes`` back."""
+    return {k: (new, old) for k, (old, new) in changes.items()}

@@ -12,8 +12,9 @@ import ctypes
 from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
+from lbcore import dnat
 from lbcore.model import ServiceKey, VirtualService
-from lbcore.rules import FirewallMark, Rule, RuleKey
+from lbcore.rules import Rule, RuleKey
 from lbcore_iptables import _entries as e
 from lbcore_iptables import _layout as layout
 
@@ -142,7 +143,7 @@ def touches(table_name: str, services: Mapping[ServiceKey, Change], rules: Mappi
 
 
 #: The table of each kind of rule that netfilter holds (the others are rtnetlink's: _routes).
-TABLE_OF = {"mark": "mangle", "redirect": "nat", "auto-nat": "nat"}
+TABLE_OF = dnat.RULE_TABLES
 
 
 def _services(ed: _Editor, services: Mapping[ServiceKey, Change]) -> None:
@@ -164,7 +165,7 @@ def _services(ed: _Editor, services: Mapping[ServiceKey, Change]) -> None:
 def _rules(ed: _Editor, rules: Mapping[RuleKey, Rule | None]) -> None:
     by_chain: dict[str, dict[RuleKey, Rule | None]] = {}
     for key, rule in rules.items():
-        chain = {"mark": layout.MARKS, "redirect": layout.REDIRECTS, "auto-nat": layout.POSTROUTING}[key[0]]
+        chain = layout.RULE_CHAINS[key[0]][1]
         by_chain.setdefault(chain, {})[key] = rule
     for chain, changes in by_chain.items():
         listed = list(listing(ed.table, chain))
@@ -178,15 +179,12 @@ def _rules(ed: _Editor, rules: Mapping[RuleKey, Rule | None]) -> None:
             entries, own = layout.rule_entries(rule)
             for name, body in own.items():
                 ed.write_chain(name, body)
-            if isinstance(rule, FirewallMark):  # marks in ascending order: the higher mark wins
-                position = sum(1 for k in kept if k is not None and k < key)
-                for offset, raw in enumerate(entries):
-                    ed.insert(chain, raw, position + offset)
-                kept[position:position] = [key] * len(entries)
-            else:
-                for raw in entries:
-                    ed.append(chain, raw)
-                kept.extend([key] * len(entries))
+            # In key order, whatever the history: marks ascending (the higher mark wins, MARK does
+            # not stop the traversal), redirects and Auto-NATs by their keys (the first one wins).
+            position = sum(1 for k in kept if k is not None and k < key)
+            for offset, raw in enumerate(entries):
+                ed.insert(chain, raw, position + offset)
+            kept[position:position] = [key] * len(entries)
 
 
 def _key_of(descriptor: str) -> RuleKey | None:

@@ -48,7 +48,7 @@ REDIRECTS = "LBCORE-REDIRECT"
 POSTROUTING = "LBCORE-POSTROUTING"
 MARKS = "LBCORE-MARK"
 
-#: The service chains by rank (see service_rank), jumped to from SERVICES in this order.
+#: The service chains by rank (lbcore.dnat.service_rank), jumped to from SERVICES in this order.
 SERVICE_RANKS = ("LBCORE-SVC-MARK", "LBCORE-SVC-PORT", "LBCORE-SVC-ANY")
 #: Between the ipvsadm lines in a header: not a newline, which iptables-save would print as is,
 #: breaking its own output into lines that iptables-restore cannot read.
@@ -103,7 +103,7 @@ def hook_entry(chain: str) -> bytes:
 
 def rank_chain(svc: VirtualService) -> str:
     """The chain that holds the jump to ``svc``: by mark, by port, or by port 0 (SERVICE_RANKS)."""
-    return SERVICE_RANKS[0 if svc.fwmark else (2 if svc.port == 0 else 1)]
+    return SERVICE_RANKS[dnat.service_rank(svc)]
 
 
 def service_jump(svc: VirtualService) -> bytes:
@@ -171,14 +171,9 @@ def service_chains(svc: VirtualService) -> dict[str, list[bytes]]:
 # -- rules -----------------------------------------------------------------------------------------
 
 
-def rule_dispatch(rule: Rule) -> tuple[str, str]:
-    """(table, dispatch chain) of a rule."""
-    if isinstance(rule, FirewallMark):
-        return "mangle", MARKS
-    if isinstance(rule, Redirect):
-        return "nat", REDIRECTS
-    assert isinstance(rule, AutoNat)
-    return "nat", POSTROUTING
+#: (table, dispatch chain) of each kind of rule netfilter holds.
+RULE_CHAINS = {kind: (table, {"mark": MARKS, "redirect": REDIRECTS, "auto-nat": POSTROUTING}[kind])
+               for kind, table in dnat.RULE_TABLES.items()}
 
 
 def rule_entries(rule: Rule) -> tuple[list[bytes], dict[str, list[bytes]]]:

@@ -13,7 +13,7 @@ import socket
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from lbcore.errors import BackendError
+from lbcore.errors import BackendError, StateUnknown
 from lbcore.rules import RTPROT_LBCORE, LoopbackVIP, PolicyRoute, Rule, RuleKey
 
 #: ip rule priority of lbcore's rules: before main (32766), after local (0).
@@ -57,54 +57,74 @@ def _raise_arp_sysctls() -> None:
                 f.write(str(least))
 
 
-def _add(ipr: Any, route: PolicyRoute | LoopbackVIP) -> None:
+Steps = list[tuple[str, Callable[[], object]]]  # what was done, and how to take it back
+
+
+def _route_args(route: PolicyRoute, lo: int) -> dict[str, Any]:
+    if route.via is None:  # ip route add local 0.0.0.0/0 dev lo table T
+        return {"dst": "0.0.0.0", "dst_len": 0, "type": "local", "scope": RT_SCOPE_HOST, "oif": lo,
+                "table": route.table, "proto": RTPROT_LBCORE}
+    return {"dst": "0.0.0.0", "dst_len": 0, "gateway": str(route.via), "table": route.table,
+            "proto": RTPROT_LBCORE}
+
+
+def _rule_args(route: PolicyRoute) -> dict[str, Any]:
+    return {"fwmark": route.mark, "table": route.table, "priority": PRIORITY, "FRA_PROTOCOL": RTPROT_LBCORE}
+
+
+def _address_args(vip: LoopbackVIP, lo: int) -> dict[str, Any]:
+    return {"index": lo, "address": str(vip.address), "prefixlen": 32, "IFA_PROTO": RTPROT_LBCORE}
+
+
+def _add(ipr: Any, route: PolicyRoute | LoopbackVIP, steps: Steps) -> None:
+    lo = _lo(ipr)
     if isinstance(route, LoopbackVIP):  # the sysctls first: the VIP must never answer ARP
         _raise_arp_sysctls()
-        ipr.addr("add", index=_lo(ipr), address=str(route.address), prefixlen=32, IFA_PROTO=RTPROT_LBCORE)
+        ipr.addr("add", **_address_args(route, lo))
+        steps.append((f"add {route.text()}", lambda: ipr.addr("del", **_address_args(route, lo))))
         return
-    if route.via is None:  # ip route add local 0.0.0.0/0 dev lo table T
-        ipr.route("add", dst="0.0.0.0", dst_len=0, type="local", scope=RT_SCOPE_HOST, oif=_lo(ipr),
-                  table=route.table, proto=RTPROT_LBCORE)
-    else:
-        ipr.route("add", dst="0.0.0.0", dst_len=0, gateway=str(route.via), table=route.table,
-                  proto=RTPROT_LBCORE)
-    ipr.rule("add", fwmark=route.mark, table=route.table, priority=PRIORITY, FRA_PROTOCOL=RTPROT_LBCORE)
+    ipr.route("add", **_route_args(route, lo))
+    steps.append((f"add the route of {route.text()}", lambda: ipr.route("del", **_route_args(route, lo))))
+    ipr.rule("add", **_rule_args(route))
+    steps.append((f"add the rule of {route.text()}", lambda: ipr.rule("del", **_rule_args(route))))
 
 
-def _delete(ipr: Any, route: PolicyRoute | LoopbackVIP) -> None:
+def _delete(ipr: Any, route: PolicyRoute | LoopbackVIP, steps: Steps) -> None:
+    lo = _lo(ipr)
     if isinstance(route, LoopbackVIP):
-        ipr.addr("del", index=_lo(ipr), address=str(route.address), prefixlen=32)
+        ipr.addr("del", **_address_args(route, lo))
+        steps.append((f"delete {route.text()}", lambda: ipr.addr("add", **_address_args(route, lo))))
         return
-    ipr.rule("del", fwmark=route.mark, table=route.table, priority=PRIORITY, FRA_PROTOCOL=RTPROT_LBCORE)
-    for msg in ipr.get_routes(table=route.table, family=socket.AF_INET):
-        if msg["proto"] == RTPROT_LBCORE and msg["dst_len"] == 0:
-            ipr.route("del", dst="0.0.0.0", dst_len=0, table=route.table, type=msg["type"],
-                      scope=msg["scope"], proto=RTPROT_LBCORE)
+    ipr.rule("del", **_rule_args(route))
+    steps.append((f"delete the rule of {route.text()}", lambda: ipr.rule("add", **_rule_args(route))))
+    ipr.route("del", **_route_args(route, lo))
+    steps.append((f"delete the route of {route.text()}", lambda: ipr.route("add", **_route_args(route, lo))))
 
 
 def apply(ipr: Any, changes: Mapping[RuleKey, Rule | None]) -> None:
     """Make each changed policy route or loopback VIP what ``changes`` says (None: absent), or none.
 
     Raises:
-        BackendError: rtnetlink refused; the changes already made were undone.
+        BackendError: rtnetlink refused; the steps already taken were taken back.
+        StateUnknown: and taking one back failed too; ``applied`` lists the steps in effect.
     """
     before = {r.key: r for r in read(lambda: ipr)}
-    done: list[tuple[PolicyRoute | LoopbackVIP | None, PolicyRoute | LoopbackVIP | None]] = []
+    steps: Steps = []
     try:
         for key, new in changes.items():
             old = before.get(key)
             assert new is None or isinstance(new, (PolicyRoute, LoopbackVIP))
             if old is not None:
-                _delete(ipr, old)
-            done.append((old, None))
+                _delete(ipr, old, steps)
             if new is not None:
-                _add(ipr, new)
-                done[-1] = (old, new)
+                _add(ipr, new, steps)
     except Exception as exc:
-        for old, new in reversed(done):
-            if new is not None:
-                _delete(ipr, new)
-            if old is not None:
-                _add(ipr, old)
+        while steps:
+            try:
+                steps[-1][1]()
+            except Exception as undo_exc:
+                raise StateUnknown("iptables", f"rtnetlink refused a change ({exc}) and taking back "
+                                   f"{steps[-1][0]!r} failed ({undo_exc})", [what for what, _ in steps]) from exc
+            steps.pop()
         raise BackendError("iptables", f"rtnetlink refused a change: {exc}",
                            errno=getattr(exc, "code", None)) from exc

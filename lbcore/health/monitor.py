@@ -505,9 +505,8 @@ class Monitor:
         # The sim and the ipvs backend count connections; a backend that does not (the iptables
         # backend's DNAT balancer: conntrack is not read) leaves a drain to its timeout.
         counts = getattr(self.balancer.backend, "connection_counts", None)
-        if not callable(counts):
-            return None
-        return int(counts(key).get((address, port), 0))
+        found = counts(key) if callable(counts) else None
+        return None if found is None else int(found.get((address, port), 0))
 
     def _evaluate_quorum(self, svc: _ServiceRun, initial: bool = False) -> None:
         config = svc.config

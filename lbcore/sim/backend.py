@@ -49,9 +49,6 @@ def ip_header_bytes(address: IPAddress) -> int:
 
 
 EPHEMERAL_PORTS = (32768, 60999)  # net.ipv4.ip_local_port_range
-#: The rules the iptables backend keeps in the nat table (a change to them commits it).
-NAT_RULE_KINDS = frozenset({"redirect", "auto-nat"})
-
 
 @attrs.frozen
 class Connection:
@@ -146,7 +143,8 @@ class SimBackend:
         table = apply_ops(self._table, ops)
         if self.nat is not None:
             # The backend commits the nat table for any change but to marks and policy routes.
-            if any(not isinstance(op, (AddRule, DeleteRule)) or op.rule.key[0] in NAT_RULE_KINDS for op in ops):
+            if any(not isinstance(op, (AddRule, DeleteRule)) or dnat.RULE_TABLES.get(op.rule.key[0]) == "nat"
+                   for op in ops):
                 self.nat.commit(table)
             self._table = table
             return
@@ -345,13 +343,16 @@ class SimBackend:
         """
         return report.connections(self._ipvs("connections"), **options)
 
-    def connection_counts(self, key: ServiceKey) -> dict[tuple[IPAddress, int], int]:
+    def connection_counts(self, key: ServiceKey) -> dict[tuple[IPAddress, int], int] | None:
         """Each real server's active + inactive connections in service ``key`` (ipvsadm's
-        ActiveConn + InActConn), as a graceful drain waits on; {} for no such service.
+        ActiveConn + InActConn), as a graceful drain waits on; {} for no such service. None with
+        the DNAT data plane, which, like the iptables backend, counts none.
 
         .. versionadded:: 0.2
         """
-        director = self._ipvs("count connections")
+        if self.nat is not None:
+            return None
+        director = self.director
         director.run_timers(self.clock.now())  # entries due by now expire first
         svc = director.services.get(key)
         if svc is None:

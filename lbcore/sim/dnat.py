@@ -10,7 +10,7 @@ checks, then the picks. It mirrors:
   stored threshold. Every commit of the nat table replaces every rule, so every count restarts;
 - xt_recent.c: one list per real server, at most 100 clients (ip_list_tot), least recently set
   first out; ``--rcheck --seconds T`` matches a client set within T seconds; ``--reap`` drops the
-  least recently set client when it has expired; ``--set`` stamps and moves to the back. Lists
+  least recently set client of the list looked up when it has expired; ``--set`` stamps and moves to the back. Lists
   live on across commits while a rule names them.
 
 Only a connection's first packet traverses nat (conntrack keeps the rest on the same real server),
@@ -47,7 +47,7 @@ class DNATDataPlane:
 
     def commit(self, table: Table) -> None:
         """Replace the rules, as a commit of the nat table does: counts restart, lists stay."""
-        services = sorted(table.services.values(), key=lambda s: 0 if s.fwmark else (2 if s.port == 0 else 1))
+        services = sorted(table.services.values(), key=dnat.service_rank)
         self.services = services
         self.counters = {}
         for i, svc in enumerate(services):
@@ -94,7 +94,9 @@ class DNATDataPlane:
                     continue
                 matched = now - stamp <= timeout
                 oldest = next(iter(clients))
-                if oldest != source and now - clients[oldest] > timeout:  # --reap
+                # --reap: recent_entry_reap() drops the least recently set client if expired,
+                # even the one just looked up (only --update spares that one).
+                if now - clients[oldest] > timeout:
                     del clients[oldest]
                 if matched:
                     return self._jump(svc, rs, source, now)

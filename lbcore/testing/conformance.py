@@ -272,7 +272,7 @@ class BackendConformance:
         lb.apply(Table([], rules=first))
         second: list[Rule] = [AutoNat("eth0", ["10.0.0.0/24"], to_source="203.0.113.1"), Redirect(VIP),
                               LoopbackVIP("192.0.2.12")]
-        assert lb.apply(Table([], rules=second)) == [DeleteRule(first[0]), DeleteRule(first[2]),
+        assert lb.apply(Table([], rules=second)) == [DeleteRule(first[2]), DeleteRule(first[0]),
                                                      AddRule(second[0]), AddRule(second[2])]
         assert backend.read().rules == {r.key: r for r in second}
 

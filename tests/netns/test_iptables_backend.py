@@ -13,11 +13,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from lbcore_iptables import IPTablesBackend
 
-from lbcore import BackendUnavailable, Balancer, Persistence, RealServer, Unsupported, VirtualService
+from lbcore import BackendError, BackendUnavailable, Balancer, Persistence, RealServer, Unsupported, VirtualService
 from lbcore.rules import AutoNat, FirewallMark, LoopbackVIP, PolicyRoute, Redirect
 from lbcore.table import Table
 from lbcore.testing.netns import Lab
@@ -282,3 +283,50 @@ def test_a_loopback_vip_takes_dr_traffic_and_keeps_arp_quiet(lab: Lab) -> None:
     lab.sysctl("rs1", "net.ipv4.conf.all.arp_ignore", "0")
     lab.run("dir", "ip", "neigh", "flush", "dev", link)
     assert lab.ask("client", vip, PORT) == "rs1"
+
+
+class MangleRefused(IPTablesBackend):
+    """Its commits of the mangle table fail, as a kernel refusing them would."""
+
+    def _commit(self, name: str, *args: Any, **kwargs: Any) -> bool:
+        rules = args[1]
+        if name == "mangle" and rules:
+            raise BackendError("iptables", "commit of table mangle failed (injected)")
+        return super()._commit(name, *args, **kwargs)
+
+
+def test_a_failed_mangle_commit_takes_the_nat_commit_back(lab: Lab) -> None:
+    with lab.inside("dir"):
+        backend = MangleRefused(legacy_beside_nft=True)
+        try:
+            lb = Balancer(backend)
+            lb.apply([_service()])
+            before, saved = backend.read(), lab.save("dir", "nat")
+            with pytest.raises(BackendError, match="injected"):
+                lb.apply(Table([_service(weights=(1, 0, 1))], rules=[FirewallMark(1, "tcp")]))
+            assert backend.read() == before and lab.save("dir", "nat") == saved
+        finally:
+            backend.close()
+
+
+def test_a_refused_route_takes_back_the_routing_steps_before_it(lab: Lab, backend: IPTablesBackend) -> None:
+    with pytest.raises(BackendError, match="rtnetlink refused"):
+        # No route to 10.99.99.99: the kernel refuses the gateway (ENETUNREACH).
+        Balancer(backend).apply(Table([], rules=[LoopbackVIP("10.92.0.7"), PolicyRoute(1, 100),
+                                                PolicyRoute(2, 101, via="10.99.99.99")]))
+    assert backend.read().rules == {}
+    assert "10.92.0.7" not in lab.run("dir", "ip", "-4", "addr", "show", "dev", "lo")
+    assert "lookup 100" not in lab.run("dir", "ip", "rule")
+
+
+def test_two_services_whose_chain_names_collide_are_refused_not_merged(
+        lab: Lab, backend: IPTablesBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lbcore import dnat
+
+    monkeypatch.setattr(dnat, "service_id", lambda key: "COLLISION0")  # 40 bits make it rare, not impossible
+    first = _service()
+    Balancer(backend).apply([first])
+    other = VirtualService("tcp", VIP, 8080, scheduler="rr", real_servers=[RealServer("10.91.2.2", 80, forward="nat")])
+    with pytest.raises(BackendError, match="cannot hold both"):
+        Balancer(backend).add_service(other)
+    assert list(backend.read()) == [first]

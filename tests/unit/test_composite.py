@@ -4,7 +4,19 @@ from collections.abc import Sequence
 
 import pytest
 
-from lbcore import BackendError, Balancer, RealServer, StateUnknown, VirtualService, open_backend
+from lbcore import (
+    AddRule,
+    BackendError,
+    Balancer,
+    DeleteService,
+    InvalidField,
+    RealServer,
+    RuleExists,
+    ServiceNotFound,
+    StateUnknown,
+    VirtualService,
+    open_backend,
+)
 from lbcore.backend import RULE_CAPABILITIES
 from lbcore.composite import Composite
 from lbcore.ops import DeleteRule, Op
@@ -71,6 +83,27 @@ def test_a_failing_undo_raises_state_unknown_naming_what_is_in_effect() -> None:
 def test_open_backend_joins_backends_with_a_plus() -> None:
     composite = open_backend("sim+sim", sim={"dataplane": "ipvs"})
     assert isinstance(composite, Composite) and composite.name == "sim+sim"
-    with pytest.raises(Exception) as refused:
+    with pytest.raises(InvalidField) as refused:
         open_backend("sim+sim", ipvs={})
-    assert "ipvs" in str(refused.value)
+    assert refused.value.field == "options" and refused.value.value == ["ipvs"]
+
+
+def test_a_stale_change_changes_no_backend_at_all() -> None:
+    ipvs, iptables = director(), SimBackend(dataplane="iptables")
+    lb = Balancer(Composite(ipvs, iptables))
+    lb.apply(Table([SERVICE], rules=[MARK]))
+    before = lb.read()
+    with pytest.raises(RuleExists):  # the service's deletion comes first, but must not happen
+        lb.execute([DeleteService(SERVICE.key), AddRule(MARK)])
+    with pytest.raises(ServiceNotFound):  # nor the mark's
+        lb.execute([DeleteRule(MARK), DeleteService(VirtualService(fwmark=9).key)])
+    assert lb.read() == before
+
+
+def test_a_composite_counts_connections_where_its_services_are() -> None:
+    ipvs = director()
+    composite = Composite(ipvs, SimBackend(dataplane="iptables"))
+    Balancer(composite).apply([SERVICE])
+    assert ipvs.connect("203.0.113.1", "192.0.2.1", 80, mark=1) is not None
+    assert composite.connection_counts(SERVICE.key) == {(SERVICE.real_servers[0].address, 0): 1}
+    assert SimBackend(dataplane="iptables").connection_counts(SERVICE.key) is None
