@@ -36,8 +36,9 @@ class Balancer:
     """Drive one backend: declare the desired state, or change it one ipvsadm verb at a time.
 
     Every change, declarative or imperative, runs the same path: each op is checked against the
-    backend's capabilities (:class:`~lbcore.errors.Unsupported`) and against the current table
-    (:func:`~lbcore.apply_op`) before the backend sees any of them.
+    backend's capabilities (:class:`~lbcore.errors.Unsupported`) before the backend sees any of
+    them, and against the table the backend holds (:func:`~lbcore.apply_op`, in the backend's
+    ``apply``) before anything changes.
 
     Args:
         backend: a backend object, or the name of an installed one ("sim", "ipvs").
@@ -72,14 +73,10 @@ class Balancer:
             ServiceExists, ServiceNotFound, RealServerExists, RealServerNotFound, InvalidField:
                 an op does not fit the current table.
         """
-        return self._check(ops, None)
-
-    def _check(self, ops: Sequence[Op], table: Table | None) -> Table:
         for op in ops:
             require(self.backend, op)
-        if table is None:  # only the services the ops touch: the cost does not grow with the table
-            table = self.backend.read({k for k in map(service_key, ops) if k is not None})
-        return apply_ops(table, ops)
+        # Only the services the ops touch: the cost does not grow with the table.
+        return apply_ops(self.backend.read({k for k in map(service_key, ops) if k is not None}), ops)
 
     def execute(self, ops: Sequence[Op]) -> None:
         """Check ``ops``, then have the backend apply them all, or none.
@@ -103,11 +100,8 @@ class Balancer:
         Raises:
             LBError: the errors of :meth:`execute`.
         """
-        current = self.read()
-        ops = plan(current, _as_table(desired))
-        self._check(ops, current)
-        if ops:
-            self.backend.apply(ops)
+        ops = plan(self.read(), _as_table(desired))
+        self.execute(ops)  # the backend checks the plan against what it holds then
         return ops
 
     # -- ipvsadm's verbs ----------------------------------------------------------------------

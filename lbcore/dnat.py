@@ -120,6 +120,7 @@ def service_id(key: ServiceKey) -> str:
     return _digest(key.ipvsadm, 10)
 
 
+@functools.lru_cache(maxsize=65536)
 def real_server_id(key: ServiceKey, rs: RealServer) -> str:
     """A short stable name for a real server of a service."""
     return _digest(f"{key.ipvsadm} {rs.endpoint}")
