@@ -20,16 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _down_and_up import down_and_up
 
 from lbcore import Balancer, RealServer, SystemClock, VirtualService
 from lbcore.health import (
     AsyncioProber,
     Check,
     CheckedService,
-    CheckResult,
     DNSCheck,
     Event,
-    EventKind,
     ExecCheck,
     FixedCheck,
     HTTPCheck,
@@ -259,54 +258,19 @@ def tls_context(directory: Path, names: list[str]) -> ssl.SSLContext:
 # -- the scenario ------------------------------------------------------------------------------------
 
 
-async def wait_for_event(monitor: Monitor, kind: EventKind, after: int, limit: float = 3.0) -> Event:
-    deadline = asyncio.get_running_loop().time() + limit
-    while asyncio.get_running_loop().time() < deadline:
-        for event in monitor.events[after:]:
-            if event.kind is kind:
-                return event
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"no {kind} event within {limit} s: {monitor.events}")
-
-
 async def stop_and_restart(server: Server, check: Check, protocol: str = "tcp") -> tuple[float, float, int]:
     """Hang the server just after a passed check; serve again once down.
 
     Returns:
         Seconds from the passed check to down, from serving again to up, and the weight while down.
     """
-    loop = asyncio.get_running_loop()
-    prober = AsyncioProber()
-    sim = SimBackend(clock=SystemClock())  # the same monotonic time as the loop's
     service = VirtualService(protocol=protocol, address=VIP, port=80, scheduler="wlc",
                              real_servers=[RealServer(LOCAL, server.port, forward="nat", weight=3)])
-    monitor = Monitor(Balancer(sim), [CheckedService(service=service, check=check, policy=POLICY)], prober)
-    start = loop.time()
-    stopped_at: list[float] = []
-
-    def on_result(result: CheckResult) -> None:
-        assert result.ok or stopped_at, f"a check failed before the server hung: {result.detail}"
-        if result.ok and not stopped_at and result.time > start + 0.3:
-            server.hang()
-            stopped_at.append(result.time)
-
-    monitor.on_result(on_result)
-    monitor.start()
     try:
-        down = await wait_for_event(monitor, EventKind.DOWN, 0)
-        held = sim.read().get(service.key)
-        assert held is not None
-        weight_down = held.real_servers[0].weight
-        server.serve()
-        served_at = loop.time()
-        up = await wait_for_event(monitor, EventKind.UP, len(monitor.events))
-        held = sim.read().get(service.key)
-        assert held is not None and held.real_servers[0].weight == 3
+        to_down, to_up, weight_down, _ = await down_and_up(service, check, POLICY, server.hang, server.serve)
     finally:
-        monitor.stop()
-        prober.close()
         server.close()
-    return down.time - stopped_at[0], up.time - served_at, weight_down
+    return to_down, to_up, weight_down
 
 
 EXPECTED_DOWN = POLICY.interval * POLICY.fall + POLICY.timeout

@@ -21,12 +21,12 @@ from typing import Any, TypeVar
 
 import attrs
 import pytest
+from _down_and_up import down_and_up, wait_for
 
 from lbcore import Balancer, InvalidField, RealServer, SystemClock, VirtualService
 from lbcore.health import (
     AsyncioProber,
     CheckedService,
-    CheckResult,
     Event,
     EventKind,
     Monitor,
@@ -147,17 +147,6 @@ def service(*addresses: str) -> VirtualService:
                           real_servers=[RealServer(a, 80, forward="nat", weight=3) for a in addresses])
 
 
-async def wait_for(monitor: Monitor, kind: EventKind, after: int, limit: float = 3.0) -> Event:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while loop.time() < deadline:
-        for event in monitor.events[after:]:
-            if event.kind is kind:
-                return event
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"no {kind} event within {limit} s: {monitor.events}")
-
-
 # -- the wire format -----------------------------------------------------------------------------
 
 
@@ -222,39 +211,7 @@ def ping_down_and_up(pair: Pair, fail: Callable[[], None],
     """
 
     async def main() -> tuple[float, float, int, list[str]]:
-        loop = asyncio.get_running_loop()
-        prober = AsyncioProber()
-        sim = SimBackend(clock=SystemClock())  # the same monotonic time as the loop's
-        vs = service(TARGET)
-        monitor = Monitor(Balancer(sim), [CheckedService(service=vs, check=PingCheck(), policy=POLICY)], prober)
-        start = loop.time()
-        cut_at: list[float] = []
-        passed: list[str] = []
-
-        def on_result(result: CheckResult) -> None:
-            assert result.ok or cut_at, f"a ping failed before the target failed: {result.detail}"
-            if result.ok:
-                passed.append(result.detail)
-            if result.ok and not cut_at and result.time > start + 0.3:
-                fail()
-                cut_at.append(result.time)
-
-        monitor.on_result(on_result)
-        monitor.start()
-        try:
-            down = await wait_for(monitor, EventKind.DOWN, 0)
-            held = sim.read().get(vs.key)
-            assert held is not None
-            weight_down = held.real_servers[0].weight
-            restore()
-            mended_at = loop.time()
-            up = await wait_for(monitor, EventKind.UP, len(monitor.events))
-            held = sim.read().get(vs.key)
-            assert held is not None and held.real_servers[0].weight == 3
-        finally:
-            monitor.stop()
-            prober.close()
-        return down.time - cut_at[0], up.time - mended_at, weight_down, passed
+        return await down_and_up(service(TARGET), PingCheck(), POLICY, fail, restore)
 
     return pair.run(main)
 
