@@ -10,6 +10,19 @@ from lbcore import Balancer, SystemClock, VirtualService
 from lbcore.health import AsyncioProber, Check, CheckedService, CheckResult, Event, EventKind, Monitor, Policy
 from lbcore.sim import SimBackend
 
+#: The policy of the timing tests: fast, so that a test takes about a second.
+POLICY = Policy(interval=0.1, timeout=0.05, fall=3, rise=2)
+#: When a target that stops answering right after a passed check is down: interval x fall + timeout.
+EXPECTED_DOWN = POLICY.interval * POLICY.fall + POLICY.timeout
+
+
+def assert_timing(to_down: float, to_up: float, weight_down: int, early: float = 0.0) -> None:
+    """Down at weight 0 within 10% of EXPECTED_DOWN (or up to ``early`` s sooner), up again after
+    rise successes: the first check after the restore, then one more, an interval later."""
+    assert weight_down == 0
+    assert EXPECTED_DOWN * 0.9 - early <= to_down <= EXPECTED_DOWN * 1.1, to_down
+    assert POLICY.interval * (POLICY.rise - 1) <= to_up <= POLICY.interval * POLICY.rise + 0.05, to_up
+
 
 async def wait_for(monitor: Monitor, kind: EventKind, after: int, limit: float = 3.0) -> Event:
     """The first event of ``kind`` after the first ``after`` events, waiting up to ``limit`` s."""
@@ -23,9 +36,9 @@ async def wait_for(monitor: Monitor, kind: EventKind, after: int, limit: float =
     raise AssertionError(f"no {kind} event within {limit} s: {monitor.events}")
 
 
-async def down_and_up(service: VirtualService, check: Check, policy: Policy, fail: Callable[[], None],
+async def down_and_up(service: VirtualService, check: Check, fail: Callable[[], None],
                       restore: Callable[[], None]) -> tuple[float, float, int, list[str]]:
-    """Run the monitor on real sockets against ``service``'s one real server; ``fail`` it just
+    """Run the monitor (POLICY) on real sockets against ``service``'s one real server; ``fail`` it just
     after a passed check (0.3 s in), ``restore`` it once it is down.
 
     Returns:
@@ -36,7 +49,7 @@ async def down_and_up(service: VirtualService, check: Check, policy: Policy, fai
     prober = AsyncioProber()
     sim = SimBackend(clock=SystemClock())  # the same monotonic time as the loop's
     weight = service.real_servers[0].weight
-    monitor = Monitor(Balancer(sim), [CheckedService(service=service, check=check, policy=policy)], prober)
+    monitor = Monitor(Balancer(sim), [CheckedService(service=service, check=check, policy=POLICY)], prober)
     start = loop.time()
     failed_at: list[float] = []
     passed: list[str] = []

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _down_and_up import down_and_up
+from _down_and_up import POLICY, assert_timing, down_and_up
 
 from lbcore import Balancer, RealServer, SystemClock, VirtualService
 from lbcore.health import (
@@ -44,7 +44,6 @@ from lbcore.sim import SimBackend
 
 LOCAL = "127.0.0.1"
 VIP = "192.0.2.50"  # the sim backend's service: no packet is sent to it
-POLICY = Policy(interval=0.1, timeout=0.05, fall=3, rise=2)
 
 
 # -- servers ---------------------------------------------------------------------------------------
@@ -267,20 +266,10 @@ async def stop_and_restart(server: Server, check: Check, protocol: str = "tcp") 
     service = VirtualService(protocol=protocol, address=VIP, port=80, scheduler="wlc",
                              real_servers=[RealServer(LOCAL, server.port, forward="nat", weight=3)])
     try:
-        to_down, to_up, weight_down, _ = await down_and_up(service, check, POLICY, server.hang, server.serve)
+        to_down, to_up, weight_down, _ = await down_and_up(service, check, server.hang, server.serve)
     finally:
         server.close()
     return to_down, to_up, weight_down
-
-
-EXPECTED_DOWN = POLICY.interval * POLICY.fall + POLICY.timeout
-
-
-def assert_timing(to_down: float, to_up: float, weight_down: int) -> None:
-    assert weight_down == 0
-    assert abs(to_down - EXPECTED_DOWN) <= 0.1 * EXPECTED_DOWN, to_down
-    # rise 2: the first check after serving again, then one more, an interval later
-    assert POLICY.interval * (POLICY.rise - 1) <= to_up <= POLICY.interval * POLICY.rise + 0.05, to_up
 
 
 def test_tcp_check_takes_a_hung_server_down_in_interval_times_fall_plus_timeout() -> None:

@@ -18,7 +18,7 @@ from lbcore.health import (
     SimProber,
     TCPCheck,
 )
-from lbcore.sim import SimBackend
+from lbcore.sim import Connection, SimBackend
 
 VIP = "192.0.2.10"
 RS = ("198.51.100.1", "198.51.100.2", "198.51.100.3", "198.51.100.4")
@@ -61,6 +61,18 @@ def checked(**options: object) -> CheckedService:
     fields: dict[str, object] = {"service": service(), "check": TCPCheck(), "policy": POLICY}
     fields.update(options)
     return CheckedService(**fields)  # type: ignore[arg-type]
+
+
+def draining(**options: object) -> tuple[VirtualService, Rig, list[Connection]]:
+    """Two real servers that drain on failure; eight clients connected, some of them to RS[0],
+    which fails at 0.5 s. Returns the service, the rig, and RS[0]'s connections."""
+    vs = service((1, 1))
+    rig = Rig(checked(service=vs, action=Action.DRAIN, **options))
+    conns = [rig.sim.connect(c, VIP, 80) for c in CLIENTS[:8]]
+    mine = [c for c in conns if c is not None and str(c.real_server) == RS[0]]
+    assert mine
+    rig.fleet.fail(RS[0], at=0.5)
+    return vs, rig, mine
 
 
 def test_time_to_weight_zero_is_interval_times_fall_plus_timeout() -> None:
@@ -135,12 +147,7 @@ def test_quorum_is_lost_below_quorum_minus_hysteresis_and_regained_at_quorum_plu
 
 
 def test_drain_keeps_the_server_at_weight_zero_until_its_connections_are_gone_then_removes_it() -> None:
-    vs = service((1, 1))
-    rig = Rig(checked(service=vs, action=Action.DRAIN, drain_timeout=1000.0))
-    conns = [rig.sim.connect(c, VIP, 80) for c in CLIENTS[:8]]
-    mine = [c for c in conns if c is not None and str(c.real_server) == RS[0]]
-    assert mine
-    rig.fleet.fail(RS[0], at=0.5)
+    vs, rig, mine = draining(drain_timeout=1000.0)
     rig.run_until(20.0)
     assert rig.weights(vs)[RS[0]] == 0  # down at 3.5, draining: live connections continue
     assert rig.sim.which("203.0.113.200", VIP, 80) == f"{RS[1]}:80"
@@ -156,11 +163,7 @@ def test_drain_keeps_the_server_at_weight_zero_until_its_connections_are_gone_th
 
 
 def test_drain_removes_the_server_when_the_drain_timeout_passes() -> None:
-    vs = service((1, 1))
-    rig = Rig(checked(service=vs, action="drain", drain_timeout=30.0, drain_poll=5.0))
-    conns = [rig.sim.connect(c, VIP, 80) for c in CLIENTS[:8]]
-    assert any(c is not None and str(c.real_server) == RS[0] for c in conns)
-    rig.fleet.fail(RS[0], at=0.5)
+    vs, rig, _ = draining(drain_timeout=30.0, drain_poll=5.0)
     rig.run_until(33.49)
     assert rig.weights(vs)[RS[0]] == 0
     rig.run_until(34.0)
@@ -181,11 +184,7 @@ def test_drain_of_a_udp_service_removes_at_once() -> None:
 
 
 def test_stop_keeps_the_backend_and_start_resumes_checks_and_drains() -> None:
-    vs = service((1, 1))
-    rig = Rig(checked(service=vs, action="drain", drain_timeout=30.0))
-    conns = [rig.sim.connect(c, VIP, 80) for c in CLIENTS[:8]]
-    assert any(c is not None and str(c.real_server) == RS[0] for c in conns)
-    rig.fleet.fail(RS[0], at=0.5)
+    vs, rig, _ = draining(drain_timeout=30.0)
     rig.run_until(5.0)
     rig.monitor.stop()
     attempts = len(rig.prober.attempts)
@@ -359,11 +358,7 @@ def test_a_change_the_backend_refuses_is_an_error_event_and_checking_goes_on() -
 
 
 def test_reload_that_drops_a_draining_server_ends_its_drain() -> None:
-    vs = service((1, 1))
-    rig = Rig(checked(service=vs, action="drain", drain_timeout=100.0))
-    conns = [rig.sim.connect(c, VIP, 80) for c in CLIENTS[:8]]
-    assert any(c is not None and str(c.real_server) == RS[0] for c in conns)
-    rig.fleet.fail(RS[0], at=0.5)
+    vs, rig, _ = draining(drain_timeout=100.0)
     rig.run_until(5.0)
     assert rig.weights(vs)[RS[0]] == 0
     smaller = VirtualService(protocol="tcp", address=VIP, port=80, scheduler="wlc",
