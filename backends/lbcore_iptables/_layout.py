@@ -65,8 +65,6 @@ HOOKS = (
     ("mangle", "PREROUTING", MARKS),
 )
 
-ANY = ipaddress.IPv4Network("0.0.0.0/0")
-
 
 def service_chain(key: ServiceKey) -> str:
     return f"LBCORE-S-{dnat.service_id(key)}"
