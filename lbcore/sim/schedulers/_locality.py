@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from lbcore.model import IPAddress
-from lbcore.sim.schedulers import Host
+from lbcore.sim.schedulers._base import Host
 from lbcore.sim.schedulers._hash import fold, hash_32
 
 CHECK_EXPIRE_INTERVAL = 60.0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lbcore.model import IPAddress
-from lbcore.sim.schedulers import Host, Packet, SchedulerImpl
+from lbcore.sim.schedulers._base import Host, Packet, SchedulerImpl
 from lbcore.sim.schedulers._locality import Entry, LocalityTable
 from lbcore.sim.schedulers.lblc import is_overloaded
 from lbcore.sim.schedulers.wlc import weighted_least

@@ -5,7 +5,7 @@ from __future__ import annotations
 from math import gcd
 
 from lbcore.model import IPAddress
-from lbcore.sim.schedulers import Host, Packet, SchedulerImpl
+from lbcore.sim.schedulers._base import Host, Packet, SchedulerImpl
 from lbcore.sim.schedulers._hash import fold, hsiphash_u32
 from lbcore.sim.schedulers.sh import SCHED_FALLBACK, hash_port, unavailable
 from lbcore.sim.state import Dest, SimService

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lbcore.sim.schedulers import Packet, SchedulerImpl
+from lbcore.sim.schedulers._base import Packet, SchedulerImpl
 from lbcore.sim.state import OVERLOAD, Dest
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lbcore.sim.schedulers import Host, Packet, SchedulerImpl
+from lbcore.sim.schedulers._base import Host, Packet, SchedulerImpl
 from lbcore.sim.schedulers._hash import fold, hash_32
 from lbcore.sim.state import OVERLOAD, Dest, SimService
 

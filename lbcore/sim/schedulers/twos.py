@@ -6,7 +6,7 @@ distribution and every rule of the choice, not the kernel's individual draws.
 
 from __future__ import annotations
 
-from lbcore.sim.schedulers import Packet, SchedulerImpl
+from lbcore.sim.schedulers._base import Packet, SchedulerImpl
 from lbcore.sim.state import OVERLOAD, Dest, _i32
 
 

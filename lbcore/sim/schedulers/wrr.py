@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from math import gcd
 
-from lbcore.sim.schedulers import Host, Packet, SchedulerImpl
+from lbcore.sim.schedulers._base import Host, Packet, SchedulerImpl
 from lbcore.sim.state import OVERLOAD, Dest, SimService
 
 
