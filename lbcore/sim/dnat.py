@@ -34,6 +34,8 @@ from lbcore.sim._dataplane import Reached
 from lbcore.sim.director import Conn
 from lbcore.table import Table
 
+#: A recent list's identity: its service and real server (the backend's list name encodes both).
+RecentList = tuple[ServiceKey, tuple[IPAddress, int]]
 #: Clients one recent list holds (xt_recent's ip_list_tot).
 RECENT_LIST_SIZE = 100
 
@@ -50,7 +52,8 @@ class DNATDataPlane:
         self.random = random.Random(seed)
         self.services: list[VirtualService] = []
         self.counters: dict[tuple[int, int], int] = {}  # (service index, pick index) -> nth count
-        self.recent: dict[str, OrderedDict[int, float]] = {}
+        # One xt_recent list per (service, real server): the iptables backend names it after both.
+        self.recent: dict[RecentList, OrderedDict[int, float]] = {}
 
     def commit(self, prepared: Prepared) -> None:
         """Carry out checked ops as the iptables backend does: it commits the nat table for any
@@ -91,7 +94,7 @@ class DNATDataPlane:
             for j, pick in enumerate(dnat.picks(svc)):
                 if pick.every:
                     self.counters[i, j] = pick.every - 1 - pick.packet
-        named = {dnat.recent_name(s.key, rs) for s in services if s.persistence for rs in s.real_servers}
+        named = {(s.key, rs.key) for s in services if s.persistence for rs in s.real_servers}
         self.recent = {name: self.recent.get(name, OrderedDict()) for name in named}
 
     def _matches(self, svc: VirtualService, protocol: Protocol, vip: IPAddress, vport: int, mark: int) -> bool:
@@ -125,7 +128,7 @@ class DNATDataPlane:
         if svc.persistence is not None:
             timeout = svc.persistence.timeout
             for rs in svc.real_servers:
-                clients = self.recent[dnat.recent_name(svc.key, rs)]
+                clients = self.recent[svc.key, rs.key]
                 stamp = clients.get(source)
                 if stamp is None:
                     continue
@@ -151,7 +154,7 @@ class DNATDataPlane:
 
     def _jump(self, svc: VirtualService, rs: RealServer, source: int, now: float) -> RealServer:
         if svc.persistence is not None:  # the real server's chain: --set, then DNAT
-            clients = self.recent[dnat.recent_name(svc.key, rs)]
+            clients = self.recent[svc.key, rs.key]
             if source not in clients and len(clients) >= RECENT_LIST_SIZE:
                 clients.popitem(last=False)
             clients.pop(source, None)
