@@ -103,8 +103,8 @@ class Backend(Protocol):
     def apply(self, ops: Sequence[Op]) -> None:
         """Apply every op, or none.
 
-        A backend checks ``ops`` with :func:`prepare` against the state it reads for the change
-        (under its own lock, where it has one) and carries out only the :class:`Prepared` ops it
+        A backend checks ``ops`` with :func:`~lbcore.prepare` against the state it reads for the change
+        (under its own lock, where it has one) and carries out only the :class:`~lbcore.Prepared` ops it
         returns, taking back the done ones with ``Prepared.undo`` if a later one fails.
 
         Raises:

@@ -36,7 +36,7 @@ class Balancer:
 
     Every change, declarative or imperative, runs the same path: each op is checked against the
     backend's capabilities (:class:`~lbcore.errors.Unsupported`) before the backend sees any of
-    them, and against the table the backend holds (:func:`~lbcore.backend.prepare`, in the
+    them, and against the table the backend holds (:func:`~lbcore.prepare`, in the
     backend's ``apply``) before anything changes.
 
     Args:
@@ -82,7 +82,7 @@ class Balancer:
         """Check ``ops``, then have the backend apply them all, or none.
 
         The capabilities are checked here; the state, by the backend's ``apply``, which runs
-        :func:`~lbcore.backend.prepare` against what it reads under its own lock (one read per
+        :func:`~lbcore.prepare` against what it reads under its own lock (one read per
         change, and the check is made against the state the change is made on).
 
         Raises:

@@ -324,7 +324,7 @@ def service_keys(ops: Iterable[Op]) -> set[ServiceKey]:
 class Prepared:
     """Ops checked against a table, with what they lead to and how to take each back.
 
-    Only :func:`prepare` makes one; a backend carries out ``ops`` and, on failure, ``undo``.
+    Only :func:`~lbcore.prepare` makes one; a backend carries out ``ops`` and, on failure, ``undo``.
 
     Attributes:
         before: the table the ops were checked against.

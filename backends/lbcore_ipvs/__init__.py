@@ -184,7 +184,7 @@ class IPVSBackend(ConnectionCounts):
         Requests are pipelined (a window is sent before its acks are read), so the ops after a
         failed one may have taken effect too; they are undone with the rest.
 
-        The ops are checked by :func:`~lbcore.backend.prepare` against one read of the services
+        The ops are checked by :func:`~lbcore.prepare` against one read of the services
         they touch; its undo ops are what a failure carries out.
 
         Raises:

@@ -113,7 +113,7 @@ class SimBackend(ConnectionCounts):
                                                    if k in self._table.services})
 
     def apply(self, ops: Sequence[Op]) -> None:
-        """Apply every op, or none: :func:`~lbcore.backend.prepare` checks them all on the table
+        """Apply every op, or none: :func:`~lbcore.prepare` checks them all on the table
         (the simulator's control plane) before the data plane carries out any.
 
         Raises:

@@ -34,7 +34,7 @@ from lbcore.sim._dataplane import Reached
 from lbcore.sim.director import Conn
 from lbcore.table import Table
 
-#: A recent list's identity: its service and real server (the backend's list name encodes both).
+# A recent list's identity: its service and real server (the backend's list name encodes both).
 RecentList = tuple[ServiceKey, tuple[IPAddress, int]]
 #: Clients one recent list holds (xt_recent's ip_list_tot).
 RECENT_LIST_SIZE = 100
@@ -43,7 +43,7 @@ RECENT_LIST_SIZE = 100
 class DNATDataPlane:
     """The nat rules of the DNAT balancer and their state (counters, recent lists, random source).
 
-    A :class:`lbcore.sim._dataplane.DataPlane`: conntrack's entries are not modelled, so it
+    One of the simulator's data planes: conntrack's entries are not modelled, so it
     counts no connections and a disconnect changes nothing.
     """
 
