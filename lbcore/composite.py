@@ -43,7 +43,7 @@ from lbcore.rules import Rule, RuleKey
 from lbcore.table import Table
 
 
-class Composite:
+class Composite(ConnectionCounts):
     """The first backend holds the services; the others add the rules it cannot express.
 
     Args:

@@ -1,11 +1,24 @@
 import pytest
 
+from lbcore.backend import RULE_CAPABILITIES
+from lbcore.composite import Composite
 from lbcore.ops import AddService
+from lbcore.sim import SimBackend
 from lbcore.testing.conformance import BackendConformance, fixture
 
 
 class TestSim(BackendConformance):
     backend = fixture("sim")
+
+
+class TestSimComposite(BackendConformance):
+    """A composite holds to the same contract: a simulated IPVS beside the simulated netfilter."""
+
+    @pytest.fixture
+    def backend(self) -> Composite:
+        ipvs = SimBackend()
+        ipvs.capabilities = ipvs.capabilities - RULE_CAPABILITIES  # as the ipvs backend: no rules
+        return Composite(ipvs, SimBackend(dataplane="iptables"))
 
 
 class TestSimDNAT(BackendConformance):
@@ -18,7 +31,6 @@ def test_a_stale_op_leaves_the_simulated_data_plane_as_it_was() -> None:
     # Beyond read() and the counts: the director's services, dests and scheduling, entry by entry.
     from lbcore import Balancer, RealServer, ServiceExists, ServiceNotFound
     from lbcore.ops import AddRealServer, DeleteService
-    from lbcore.sim import SimBackend
     from lbcore.testing.conformance import web
 
     sim = SimBackend()
