@@ -54,6 +54,9 @@ nitpick_ignore_regex = [
     ("py:class", r"(ipaddress|collections|collections\.abc|enum|asyncio\.\w+)\.\w+"),
     # Private helpers of lbcore.health.probers, named in signatures only.
     ("py:class", r"lbcore\.health\.probers\._\w+"),
+    # The simulator's private data-plane module (lbcore/sim/_dataplane.py), named in the DNAT data
+    # plane's signatures only.
+    ("py:class", r"lbcore\.sim\._dataplane\.\w+"),
 ]
 nitpick_ignore = [
     # Type variables in signatures (requires(), sorted_real_servers()): not documented objects.

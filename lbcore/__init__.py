@@ -5,7 +5,7 @@ One model, several backends: ``sim`` (the default; an in-memory IPVS on a virtua
 an IPVS deployment needs beside IPVS, and a DNAT balancer for hosts without it).
 """
 
-from lbcore.backend import Backend, Capability
+from lbcore.backend import Backend, Capability, ConnectionCounts, Prepared, prepare
 from lbcore.balancer import Balancer
 from lbcore.clock import Clock, SystemClock, VirtualClock
 from lbcore.composite import Composite
@@ -27,6 +27,7 @@ from lbcore.errors import (
     NotFound,
     NotOwned,
     ParseError,
+    ProbeFailed,
     RealServerExists,
     RealServerNotFound,
     RuleExists,
@@ -79,6 +80,7 @@ __all__ = [
     "Clock",
     "Composite",
     "Conflict",
+    "ConnectionCounts",
     "DeleteRealServer",
     "DeleteRule",
     "DeleteService",
@@ -96,6 +98,8 @@ __all__ = [
     "Persistence",
     "PersistenceEngine",
     "PolicyRoute",
+    "Prepared",
+    "ProbeFailed",
     "Protocol",
     "RealServer",
     "RealServerExists",
@@ -125,4 +129,5 @@ __all__ = [
     "apply_op",
     "open_backend",
     "plan",
+    "prepare",
 ]

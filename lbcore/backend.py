@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Collection, Sequence
-from typing import Protocol
+from typing import Protocol, assert_never, runtime_checkable
 
 from lbcore.enums import ForwardMethod, Scheduler
 from lbcore.errors import Unsupported
-from lbcore.model import RealServer, ServiceKey, VirtualService
+from lbcore.model import IPAddress, RealServer, ServiceKey, VirtualService
 from lbcore.ops import (
     AddRealServer,
     AddRule,
     AddService,
+    DeleteRealServer,
     DeleteRule,
+    DeleteService,
     EditRealServer,
     EditService,
     Op,
     SetSysctls,
     SetTimeouts,
 )
+from lbcore.ops import Prepared as Prepared  # the SPI: what a backend carries out
+from lbcore.ops import prepare as prepare  # the SPI: the one check, run in every backend's apply
 from lbcore.rules import AutoNat, FirewallMark, LoopbackVIP, PolicyRoute, Redirect
 from lbcore.table import Table
 
@@ -99,6 +103,10 @@ class Backend(Protocol):
     def apply(self, ops: Sequence[Op]) -> None:
         """Apply every op, or none.
 
+        A backend checks ``ops`` with :func:`~lbcore.prepare` against the state it reads for the change
+        (under its own lock, where it has one) and carries out only the :class:`~lbcore.Prepared` ops it
+        returns, taking back the done ones with ``Prepared.undo`` if a later one fails.
+
         Raises:
             ServiceExists, ServiceNotFound, RealServerExists, RealServerNotFound:
                 the state moved since read(); nothing was changed.
@@ -108,6 +116,22 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Release what the backend holds (sockets, handles). Not guaranteed to be idempotent."""
+        ...
+
+
+@runtime_checkable
+class ConnectionCounts(Protocol):
+    """An optional feature: the backend counts each real server's connections (a drain waits on them).
+
+    Check with ``isinstance(backend, ConnectionCounts)``; sim, ipvs and a composite whose first
+    backend counts them have it.
+
+    .. versionadded:: 0.3
+    """
+
+    def connection_counts(self, key: ServiceKey) -> dict[tuple[IPAddress, int], int] | None:
+        """Each real server's active + inactive connections in service ``key``; {} for no such
+        service; None when this instance counts none (a sim on the DNAT data plane)."""
         ...
 
 
@@ -171,7 +195,9 @@ def needs(op: Op) -> set[Capability]:
         return {Capability.SYSCTLS}
     if isinstance(op, (AddRule, DeleteRule)):
         return {_RULE_CAPABILITY[type(op.rule)]}
-    return set()
+    if isinstance(op, (DeleteService, DeleteRealServer)):
+        return set()  # what could be added can be deleted
+    assert_never(op)
 
 
 def require(backend: Backend, op: Op) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from lbcore.backend import Backend, require
+from lbcore.backend import Backend, prepare, require
 from lbcore.model import IPAddress, RealServer, ServiceKey, Sysctls, Timeouts, VirtualService
 from lbcore.ops import (
     AddRealServer,
@@ -17,8 +17,7 @@ from lbcore.ops import (
     Op,
     SetSysctls,
     SetTimeouts,
-    apply_ops,
-    service_key,
+    service_keys,
 )
 from lbcore.plan import plan
 from lbcore.registry import open_backend
@@ -37,8 +36,8 @@ class Balancer:
 
     Every change, declarative or imperative, runs the same path: each op is checked against the
     backend's capabilities (:class:`~lbcore.errors.Unsupported`) before the backend sees any of
-    them, and against the table the backend holds (:func:`~lbcore.apply_op`, in the backend's
-    ``apply``) before anything changes.
+    them, and against the table the backend holds (:func:`~lbcore.prepare`, in the
+    backend's ``apply``) before anything changes.
 
     Args:
         backend: a backend object, or the name of an installed one ("sim", "ipvs").
@@ -75,14 +74,16 @@ class Balancer:
         """
         for op in ops:
             require(self.backend, op)
-        # Only the services the ops touch: the cost does not grow with the table.
-        return apply_ops(self.backend.read({k for k in map(service_key, ops) if k is not None}), ops)
+        # Only the services the ops touch: the cost does not grow with the table. The same
+        # prepare() the backend's apply runs, as a dry run.
+        return prepare(self.backend.read(service_keys(ops)), ops).after
 
     def execute(self, ops: Sequence[Op]) -> None:
         """Check ``ops``, then have the backend apply them all, or none.
 
-        The capabilities are checked here; the state, by the backend's ``apply``, against what it
-        reads there anyway (one read, not two: the same :func:`~lbcore.apply_op` either way).
+        The capabilities are checked here; the state, by the backend's ``apply``, which runs
+        :func:`~lbcore.prepare` against what it reads under its own lock (one read per
+        change, and the check is made against the state the change is made on).
 
         Raises:
             LBError: the errors of :meth:`check`, before anything changed.

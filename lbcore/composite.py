@@ -17,18 +17,33 @@ that feed it in iptables. ``Composite(IPVSBackend(...), IPTablesBackend())`` (or
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from typing import assert_never
 
 import attrs
 
-from lbcore.backend import RULE_CAPABILITIES, Backend, Capability, needs
+from lbcore.backend import RULE_CAPABILITIES, Backend, Capability, ConnectionCounts, needs, prepare
 from lbcore.errors import InvalidField, StateUnknown
 from lbcore.model import IPAddress, ServiceKey
-from lbcore.ops import AddRule, DeleteRule, Op, apply_ops, service_key, undo_ops
+from lbcore.ops import (
+    AddRealServer,
+    AddRule,
+    AddService,
+    DeleteRealServer,
+    DeleteRule,
+    DeleteService,
+    EditRealServer,
+    EditService,
+    Op,
+    Prepared,
+    SetSysctls,
+    SetTimeouts,
+    service_keys,
+)
 from lbcore.rules import Rule, RuleKey
 from lbcore.table import Table
 
 
-class Composite:
+class Composite(ConnectionCounts):
     """The first backend holds the services; the others add the rules it cannot express.
 
     Args:
@@ -55,7 +70,10 @@ class Composite:
         if isinstance(op, (AddRule, DeleteRule)):
             wanted = needs(op)
             return next((b for b in self.backends if wanted <= b.capabilities), self.backends[0])
-        return self.backends[0]
+        if isinstance(op, (AddService, EditService, DeleteService, AddRealServer, EditRealServer,
+                           DeleteRealServer, SetTimeouts, SetSysctls)):
+            return self.backends[0]
+        assert_never(op)
 
     def read(self, keys: Collection[ServiceKey] | None = None) -> Table:
         """The first backend's services, timeouts and sysctls, and every backend's rules."""
@@ -75,40 +93,39 @@ class Composite:
             StateUnknown: an undo failed.
         """
         # Every op against the joined state first: a stale op must change no backend at all.
-        apply_ops(self.read({k for k in map(service_key, ops) if k is not None}), ops)
-        runs: list[tuple[Backend, list[Op]]] = []
-        for op in ops:
+        # Each backend's apply checks its run again against what it holds, under its own lock.
+        prepared = prepare(self.read(service_keys(ops)), ops)
+        runs: list[tuple[Backend, int, int]] = []  # a backend and its run prepared.ops[start:stop]
+        for i, op in enumerate(prepared.ops):
             target = self._target(op)
             if runs and runs[-1][0] is target:
-                runs[-1][1].append(op)
+                runs[-1] = (target, runs[-1][1], i + 1)
             else:
-                runs.append((target, [op]))
-        done: list[tuple[Backend, list[Op], list[Op]]] = []
-        for backend, run in runs:
+                runs.append((target, i, i + 1))
+        done: list[tuple[Backend, int, int]] = []
+        for backend, start, stop in runs:
             try:
-                before = backend.read({k for k in map(service_key, run) if k is not None})
-                undo = [u for us in reversed(undo_ops(before, run)) for u in us]
-                backend.apply(run)
+                backend.apply(prepared.ops[start:stop])
             except Exception as exc:
-                self._undo(done, exc)
+                self._undo(prepared, done, exc)
                 raise
-            done.append((backend, run, undo))
+            done.append((backend, start, stop))
 
-    def _undo(self, done: list[tuple[Backend, list[Op], list[Op]]], cause: Exception) -> None:
+    def _undo(self, prepared: Prepared, done: list[tuple[Backend, int, int]], cause: Exception) -> None:
         while done:
-            backend, _, undo = done[-1]
+            backend, start, stop = done[-1]
             try:
-                backend.apply(undo)
+                backend.apply(prepared.undo_of(start, stop))
             except Exception as exc:
-                applied = [op for _, run, _ in done for op in run]
+                applied = list(prepared.ops[:stop])
                 raise StateUnknown(self.name, f"{cause}; undo on {backend.name} failed: {exc}",
                                    applied) from cause
             done.pop()
 
     def connection_counts(self, key: ServiceKey) -> dict[tuple[IPAddress, int], int] | None:
         """The first backend's connection counts (it holds the services), None if it has none."""
-        counts = getattr(self.backends[0], "connection_counts", None)
-        return counts(key) if callable(counts) else None
+        first = self.backends[0]
+        return first.connection_counts(key) if isinstance(first, ConnectionCounts) else None
 
     def close(self) -> None:
         """Close every backend."""

@@ -1,10 +1,11 @@
 """The DNAT balancer: a virtual service as netfilter nat rules, for hosts without IPVS.
 
-This module decides *which* rules a service becomes; the iptables backend writes them and the
+This module decides *which* rules a service becomes, in neutral terms; the iptables backend
+encodes and writes them (chain and list names, xt matches: ``lbcore_iptables``) and the
 simulator's :class:`~lbcore.sim.dnat.DNATDataPlane` evaluates them, so both follow one layout:
 
 - persistence: for each real server, in order, ``-m recent --rcheck --seconds T --reap`` against
-  that server's list (named by :func:`recent_name`) jumps to it; the jump ``--set``\\ s the list
+  that server's list (one per real server of a service) jumps to it; the jump ``--set``\\ s the list
   again, so the timeout runs from a client's last new connection (xt_recent);
 - then one :class:`Pick` per real server of positive weight, in order: rr becomes the statistic
   match's nth mode (``--every n-i --packet 0``: the i-th of the n takes the first connection
@@ -21,13 +22,11 @@ rest), so everything here is per connection, as in IPVS.
 
 from __future__ import annotations
 
-import functools
-import hashlib
-
 import attrs
 
 from lbcore.backend import RULE_CAPABILITIES, Capability
-from lbcore.model import RealServer, ServiceKey, VirtualService
+from lbcore.errors import InvalidField
+from lbcore.model import RealServer, VirtualService
 
 #: What the DNAT balancer can express. Everything else (lc, wlc, sh, ..., DR and tunnel,
 #: thresholds, one-packet, IPv6, SCTP) is refused with Unsupported.
@@ -72,10 +71,10 @@ def random_threshold(probability: float) -> int:
     the simulator must use this value, not ``probability``.
 
     Raises:
-        ValueError: ``probability`` is outside 0..1.
+        InvalidField: ``probability`` is outside 0..1.
     """
     if not 0.0 <= probability <= 1.0:
-        raise ValueError(f"{probability} is not a probability (0..1)")
+        raise InvalidField("Pick", "probability", probability, "is not a probability (0..1)")
     return int(0x80000000 * probability + 0.5)  # lround() rounds halves away from zero
 
 
@@ -107,25 +106,3 @@ def picks(service: VirtualService) -> list[Pick]:
             rest = sum(r.weight for r in live[i:])
             out.append(Pick(rs, threshold=random_threshold(rs.weight / rest)))
     return out
-
-
-def _digest(text: str, digits: int = 8) -> str:
-    return hashlib.sha1(text.encode()).hexdigest()[:digits].upper()
-
-
-@functools.lru_cache(maxsize=65536)  # asked for every chain and list of a service, at each sync
-def service_id(key: ServiceKey) -> str:
-    """A short stable name for a service: 10 hex digits of its ipvsadm identity (as many as a
-    real server's chain name, ``LBCORE-R-<service>-<real server>``, leaves in 28 characters)."""
-    return _digest(key.ipvsadm, 10)
-
-
-@functools.lru_cache(maxsize=65536)
-def real_server_id(key: ServiceKey, rs: RealServer) -> str:
-    """A short stable name for a real server of a service."""
-    return _digest(f"{key.ipvsadm} {rs.endpoint}")
-
-
-def recent_name(key: ServiceKey, rs: RealServer) -> str:
-    """The xt_recent list of clients persistent to ``rs`` (kept across commits, by name)."""
-    return f"LBCORE-{service_id(key)}-{real_server_id(key, rs)}"

@@ -15,6 +15,7 @@ Every error lbcore raises is an :class:`LBError`::
         RuleNotFound
       Unsupported                           .backend .capability .reason
       NotOwned                              the kernel object is not lbcore's to touch
+      ProbeFailed                           a real server answered a health check wrongly
       BackendError                          .backend .op; the original error as __cause__
         BackendUnavailable                  missing package, no CAP_NET_ADMIN, no ip_vs,
                                             iptables is the nf_tables variant
@@ -115,6 +116,15 @@ class Unsupported(LBError):
 
 class NotOwned(LBError):
     """The object exists in the kernel but belongs to someone else; lbcore leaves it alone."""
+
+
+class ProbeFailed(LBError):
+    """A real server answered a health check, but not as the check expects (or could not be asked).
+
+    The prober records it as a failed probe; it reaches a user only from a prober called directly.
+
+    .. versionchanged:: 0.3 in the tree (it was an ``Exception`` of :mod:`lbcore.health.probers`).
+    """
 
 
 class BackendError(LBError):

@@ -9,8 +9,9 @@ same errors.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping, Sequence
-from typing import ClassVar
+import typing
+from collections.abc import Iterable, Mapping
+from typing import ClassVar, assert_never
 
 import attrs
 
@@ -191,6 +192,13 @@ Op = (
     | AddRule
     | DeleteRule
 )
+#: Every op class: ``Op`` is closed, so a dispatch over them ends in ``typing.assert_never``.
+OP_CLASSES: tuple[type[Op], ...] = typing.get_args(Op)
+
+
+def _check_kind(op: object) -> None:
+    if not isinstance(op, OP_CLASSES):  # a caller without a type checker passed something else
+        raise InvalidField("Op", "kind", op, "is not an lbcore op")
 
 
 def _service(services: dict[ServiceKey, VirtualService], key: ServiceKey) -> VirtualService:
@@ -202,6 +210,7 @@ def _service(services: dict[ServiceKey, VirtualService], key: ServiceKey) -> Vir
 
 def _transition(services: dict[ServiceKey, VirtualService], table: Table, op: Op) -> Table:
     """Check ``op`` against ``services`` and change them in place; return the non-service part."""
+    _check_kind(op)
     if isinstance(op, AddService):
         if op.service.key in services:
             raise ServiceExists(f"virtual service {op.service.key} exists already")
@@ -244,7 +253,7 @@ def _transition(services: dict[ServiceKey, VirtualService], table: Table, op: Op
     elif isinstance(op, (AddRule, DeleteRule)):
         return attrs.evolve(table, rules=_rule_transition(table.rules or {}, op))
     else:
-        raise InvalidField("Op", "kind", op, "is not an lbcore op")
+        assert_never(op)
     return table
 
 
@@ -299,55 +308,98 @@ def service_key(op: Op) -> ServiceKey | None:
     """The service ``op`` changes, or None (timeouts, sysctls, rules)."""
     if isinstance(op, (AddService, EditService)):
         return op.service.key
-    return getattr(op, "key", None)
+    if isinstance(op, (DeleteService, AddRealServer, EditRealServer, DeleteRealServer)):
+        return op.key
+    if isinstance(op, (SetTimeouts, SetSysctls, AddRule, DeleteRule)):
+        return None
+    assert_never(op)
 
 
-def undo_ops(table: Table, ops: Sequence[Op]) -> list[list[Op]]:
-    """For each of ``ops`` (applied in order to ``table``), the ops that undo it.
+def service_keys(ops: Iterable[Op]) -> set[ServiceKey]:
+    """The services ``ops`` change: what a backend reads to check them (``read(keys)``)."""
+    return {k for k in map(service_key, ops) if k is not None}
+
+
+@attrs.frozen
+class Prepared:
+    """Ops checked against a table, with what they lead to and how to take each back.
+
+    Only :func:`~lbcore.prepare` makes one; a backend carries out ``ops`` and, on failure, ``undo``.
+
+    Attributes:
+        before: the table the ops were checked against.
+        after: the table after every op.
+        ops: the ops, in order.
+        undo: for each op, the ops that take it back (configuration only: a re-added real server
+            comes back at the head of the kernel's list and without its counters; connections are
+            not restored).
+
+    .. versionadded:: 0.3
+    """
+
+    before: Table
+    after: Table
+    ops: tuple[Op, ...]
+    undo: tuple[tuple[Op, ...], ...]
+
+    def undo_of(self, start: int = 0, stop: int | None = None) -> list[Op]:
+        """The ops that take back ``ops[start:stop]``, newest first."""
+        return [u for us in reversed(self.undo[start:stop]) for u in us]
+
+
+def prepare(table: Table, ops: Iterable[Op]) -> Prepared:
+    """Check ``ops`` in order against ``table`` (:func:`apply_op` each) and compute their undo.
+
+    This is the core's one check: every backend's ``apply`` runs it against the state it holds
+    (read under its own lock), and carries out only what it returns.
 
     Raises:
-        The errors of :func:`apply_op`: ``ops`` do not fit ``table``.
+        The errors of :func:`apply_op`, for the first op that fails; nothing is returned, so
+        nothing can be carried out.
     """
-    apply_ops(table, ops)  # the typed errors first: _inverse assumes every op fits
+    before = table
     services = dict(table.services)
-    undo = []
+    checked: list[Op] = []
+    undo: list[tuple[Op, ...]] = []
     for op in ops:
-        undo.append(_inverse(services, table, op))
+        _check_kind(op)
+        # The inverse reads what the op is about to change; if that is missing, the op does not
+        # fit and _transition raises the typed error next.
+        inverse = _inverse(services, table, op)
         table = _transition(services, table, op)
-    return undo
+        checked.append(op)
+        undo.append(inverse)
+    return Prepared(before, attrs.evolve(table, services=services), tuple(checked), tuple(undo))
 
 
-def inverse(table: Table, op: Op) -> list[Op]:
-    """The ops that undo ``op``, which was applied to ``table``.
-
-    Configuration only: a re-added real server comes back at the head of the kernel's list and
-    without its counters; connections are not restored.
-    """
-    return _inverse(table.services, table, op)
-
-
-def _inverse(services: Mapping[ServiceKey, VirtualService], table: Table, op: Op) -> list[Op]:
+def _inverse(services: Mapping[ServiceKey, VirtualService], table: Table, op: Op) -> tuple[Op, ...]:
+    """The ops that undo ``op`` from the state ``services``/``table``; () if the op does not fit."""
     if isinstance(op, AddService):
-        return [DeleteService(op.service.key)]
+        return (DeleteService(op.service.key),)
     if isinstance(op, EditService):
-        return [EditService(services[op.service.key].settings)]
+        old = services.get(op.service.key)
+        return () if old is None else (EditService(old.settings),)
     if isinstance(op, DeleteService):
-        old = services[op.key]
-        return [AddService(old.settings), *(AddRealServer(op.key, rs) for rs in old.real_servers)]
+        old = services.get(op.key)
+        if old is None:
+            return ()
+        return (AddService(old.settings), *(AddRealServer(op.key, rs) for rs in old.real_servers))
     if isinstance(op, AddRealServer):
-        return [DeleteRealServer(op.key, op.real_server.address, op.real_server.port)]
-    if isinstance(op, EditRealServer):
-        old_rs = services[op.key].real_server(op.real_server.address, op.real_server.port)
-        assert old_rs is not None
-        return [EditRealServer(op.key, old_rs)]
-    if isinstance(op, DeleteRealServer):
-        old_rs = services[op.key].real_server(op.address, op.port)
-        assert old_rs is not None
-        return [AddRealServer(op.key, old_rs)]
+        return (DeleteRealServer(op.key, op.real_server.address, op.real_server.port),)
+    if isinstance(op, (EditRealServer, DeleteRealServer)):
+        svc = services.get(op.key)
+        address, port = (op.real_server.address, op.real_server.port) if isinstance(op, EditRealServer) \
+            else (op.address, op.port)
+        old_rs = None if svc is None else svc.real_server(address, port)
+        if old_rs is None:
+            return ()
+        return (EditRealServer(op.key, old_rs),) if isinstance(op, EditRealServer) else (AddRealServer(op.key, old_rs),)
     if isinstance(op, SetTimeouts):
-        return [SetTimeouts(table.timeouts)] if table.timeouts is not None else []
+        return (SetTimeouts(table.timeouts),) if table.timeouts is not None else ()
+    if isinstance(op, SetSysctls):
+        return (SetSysctls(table.sysctls),) if table.sysctls is not None else ()
     if isinstance(op, AddRule):
-        return [DeleteRule(op.rule)]
+        return (DeleteRule(op.rule),)
     if isinstance(op, DeleteRule):
-        return [AddRule(op.rule)]
-    return [SetSysctls(table.sysctls)] if table.sysctls is not None else []
+        return (AddRule(op.rule),)
+    assert_never(op)

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from lbcore.backend import Backend
 from lbcore.errors import BackendUnavailable, InvalidField
 
 GROUP = "lbcore.backends"
+#: The backends that are part of the core, as setup.py declares them: usable from a source tree
+#: that was never installed (an installed distribution's entry points come first).
+BUILT_IN = (EntryPoint(name="sim", value="lbcore.sim:SimBackend", group=GROUP),)
+
+
+def _entry_points() -> list[EntryPoint]:
+    installed = list(entry_points(group=GROUP))
+    names = {ep.name for ep in installed}
+    return installed + [ep for ep in BUILT_IN if ep.name not in names]
 
 
 def backend_names() -> list[str]:
     """The names of the installed backends, sorted; "sim" is always there."""
-    return sorted({ep.name for ep in entry_points(group=GROUP)} | {"sim"})
+    return sorted({ep.name for ep in _entry_points()})
 
 
 def open_backend(name: str, **options: Any) -> Backend:
@@ -42,17 +51,12 @@ def open_backend(name: str, **options: Any) -> Backend:
                 each.close()
             raise
         return Composite(*opened)
-    found = [ep for ep in entry_points(group=GROUP) if ep.name == name]
+    found = [ep for ep in _entry_points() if ep.name == name]
     if found:
         try:
             cls = found[0].load()
         except ImportError as exc:
             raise BackendUnavailable(name, f"cannot import it ({exc}); pip install 'lbcore[{name}]'") from exc
-    elif name == "sim":
-        # The simulator is part of the core: usable from a source tree that was never installed.
-        from lbcore.sim import SimBackend
-
-        cls = SimBackend
     else:
         raise InvalidField("open_backend", "name", name, f"is not a backend ({', '.join(backend_names())})")
     backend: Backend = cls(**options)

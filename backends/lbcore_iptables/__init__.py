@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from lbcore import dnat
-from lbcore.backend import Capability
+from lbcore.backend import Capability, prepare
 from lbcore.errors import BackendError, BackendUnavailable, InvalidField, StateUnknown
 from lbcore.ipvsadm import parse_save
 from lbcore.model import ServiceKey, VirtualService
-from lbcore.ops import AddRule, DeleteRule, Op, apply_ops, service_key
+from lbcore.ops import AddRule, DeleteRule, Op, service_keys
 from lbcore.rules import LoopbackVIP, PolicyRoute, Rule, RuleKey, rule_from_text
 from lbcore.table import Table
 from lbcore_iptables._edit import Change
@@ -260,7 +260,7 @@ class IPTablesBackend:
             StateUnknown: and the undo failed too.
         """
         ops = list(ops)
-        keys = {k for k in map(service_key, ops) if k is not None}
+        keys = service_keys(ops)
         with_rules = any(isinstance(op, (AddRule, DeleteRule)) for op in ops)
         done: list[str] = []
         services: dict[ServiceKey, Change] = {}
@@ -271,8 +271,8 @@ class IPTablesBackend:
                 # per table (it copies the whole table), and the preconditions are checked against
                 # the state committed over, since iptables -w and other lbcore writers wait on the lock.
                 fresh = {"nat": self._table("nat"), "mangle": self._table("mangle") if with_rules else None}
-                before = self._read(fresh["nat"], fresh["mangle"], keys)
-                after = apply_ops(before, ops)
+                prepared = prepare(self._read(fresh["nat"], fresh["mangle"], keys), ops)
+                before, after = prepared.before, prepared.after
                 services = {k: (before.services.get(k), after.services.get(k)) for k in keys}
                 old_rules, new_rules = before.rules or {}, after.rules or {}
                 rules = {k: (old_rules.get(k), new_rules.get(k)) for k in {*old_rules, *new_rules}

@@ -29,6 +29,8 @@ jump is appended without a search.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import ipaddress
 from collections.abc import Iterator
 
@@ -66,12 +68,34 @@ HOOKS = (
 )
 
 
+def _digest(text: str, digits: int = 8) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:digits].upper()
+
+
+@functools.lru_cache(maxsize=65536)  # asked for every chain and list of a service, at each sync
+def service_id(key: ServiceKey) -> str:
+    """A short stable name for a service: 10 hex digits of its ipvsadm identity (as many as a
+    real server's chain name, ``LBCORE-R-<service>-<real server>``, leaves in 28 characters)."""
+    return _digest(key.ipvsadm, 10)
+
+
+@functools.lru_cache(maxsize=65536)
+def real_server_id(key: ServiceKey, rs: RealServer) -> str:
+    """A short stable name for a real server of a service."""
+    return _digest(f"{key.ipvsadm} {rs.endpoint}")
+
+
+def recent_name(key: ServiceKey, rs: RealServer) -> str:
+    """The xt_recent list of clients persistent to ``rs`` (kept across commits, by name)."""
+    return f"LBCORE-{service_id(key)}-{real_server_id(key, rs)}"
+
+
 def service_chain(key: ServiceKey) -> str:
-    return f"LBCORE-S-{dnat.service_id(key)}"
+    return f"LBCORE-S-{service_id(key)}"
 
 
 def real_server_chain(key: ServiceKey, rs: RealServer) -> str:
-    return f"LBCORE-R-{dnat.service_id(key)}-{dnat.real_server_id(key, rs)}"
+    return f"LBCORE-R-{service_id(key)}-{real_server_id(key, rs)}"
 
 
 def mark_chain(mark: int) -> str:
@@ -142,7 +166,7 @@ def service_chains(svc: VirtualService) -> dict[str, list[bytes]]:
     for rs in svc.real_servers:
         chain = real_server_chain(key, rs)
         if persistence is not None:
-            own.append(e.entry([e.recent(dnat.recent_name(key, rs), rcheck=True, seconds=persistence.timeout,
+            own.append(e.entry([e.recent(recent_name(key, rs), rcheck=True, seconds=persistence.timeout,
                                          reap=True, mask=mask)], e.jump(chain)))
     for pick in dnat.picks(svc):
         if pick.every:
@@ -153,7 +177,7 @@ def service_chains(svc: VirtualService) -> dict[str, list[bytes]]:
             match = []
         own.append(e.entry(match, e.jump(real_server_chain(key, pick.real_server))))
     for rs in svc.real_servers:
-        body = [e.recent(dnat.recent_name(key, rs), set=True, mask=mask)] if persistence is not None else []
+        body = [e.recent(recent_name(key, rs), set=True, mask=mask)] if persistence is not None else []
         target = e.dnat(rs.address, rs.port or None)  # type: ignore[arg-type]
         # iptables-restore refuses a DNAT port without -p ("Need TCP, UDP, SCTP or DCCP with port
         # specification"), so iptables-save | iptables-restore of the table would fail. The jump

@@ -18,8 +18,7 @@ from lbcore.rules import RTPROT_LBCORE, LoopbackVIP, PolicyRoute, Rule, RuleKey
 
 #: ip rule priority of lbcore's rules: before main (32766), after local (0).
 PRIORITY = 1000
-RTN_UNICAST, RTN_LOCAL = 1, 2
-RT_SCOPE_UNIVERSE, RT_SCOPE_HOST = 0, 254
+RT_SCOPE_HOST = 254
 
 
 #: The sysctls a loopback VIP needs, and the least value each must have (they are only raised).

@@ -22,23 +22,19 @@ from typing import Any, ClassVar
 
 import attrs
 
-from lbcore.backend import ALL_CAPABILITIES, RULE_CAPABILITIES, Capability
+from lbcore.backend import ALL_CAPABILITIES, RULE_CAPABILITIES, Capability, ConnectionCounts, needs, prepare
 from lbcore.enums import Scheduler
-from lbcore.errors import BackendError, BackendUnavailable, InvalidField, LBError, NotOwned, StateUnknown
-from lbcore.model import IPAddress, ServiceKey, Sysctls, VirtualService, _as_address
-from lbcore.ops import (
-    AddRealServer,
-    AddService,
-    DeleteRealServer,
-    DeleteService,
-    EditRealServer,
-    EditService,
-    Op,
-    SetSysctls,
-    SetTimeouts,
-    service_key,
-    undo_ops,
+from lbcore.errors import (
+    BackendError,
+    BackendUnavailable,
+    InvalidField,
+    LBError,
+    NotOwned,
+    StateUnknown,
+    Unsupported,
 )
+from lbcore.model import IPAddress, ServiceKey, Sysctls, VirtualService, _as_address
+from lbcore.ops import AddRule, DeleteRule, DeleteService, Op, SetSysctls, service_key, service_keys
 from lbcore.table import Table
 
 SYSCTL_DIR = Path("/proc/sys/net/ipv4/vs")
@@ -56,7 +52,7 @@ def scheduler_available(scheduler: Scheduler) -> bool:
 PROC_CONN = Path("/proc/net/ip_vs_conn")
 
 
-class IPVSBackend:
+class IPVSBackend(ConnectionCounts):
     """The kernel's IPVS in the current network namespace.
 
     Args:
@@ -124,15 +120,13 @@ class IPVSBackend:
 
     def _kernel_dests(self, key: ServiceKey) -> list[Any]:
         c = self._codec
-        nest = ("IPVS_CMD_ATTR_SERVICE", {"attrs": c.service_key_attrs(key)})
-        return [c.parse_dest(m, key.family) for m in self.socket.dump(c.CMD_GET_DEST, [nest])]
+        return [c.parse_dest(m, key.family) for m in self.socket.dump(c.CMD_GET_DEST, c.service_nest(key))]
 
     def _kernel_service(self, key: ServiceKey) -> Any:
         """One service by GET_SERVICE, or None if the kernel has none with this key."""
         c = self._codec
         try:
-            (msg,) = self.socket.request(c.CMD_GET_SERVICE,
-                                         [("IPVS_CMD_ATTR_SERVICE", {"attrs": c.service_key_attrs(key)})])
+            (msg,) = self.socket.request(c.CMD_GET_SERVICE, c.service_nest(key))
         except self._error as exc:
             if exc.errno == errno.ESRCH:
                 return None
@@ -174,26 +168,11 @@ class IPVSBackend:
 
     # -- applying ---------------------------------------------------------------------------------
 
-    def _request(self, op: Op) -> tuple[int, Any]:
-        """The one netlink request of an op (not SetSysctls, which writes files)."""
-        c = self._codec
-        if isinstance(op, (AddService, EditService)):
-            cmd = c.CMD_NEW_SERVICE if isinstance(op, AddService) else c.CMD_SET_SERVICE
-            return cmd, [("IPVS_CMD_ATTR_SERVICE", {"attrs": c.service_attrs(op.service)})]
-        if isinstance(op, DeleteService):
-            return c.CMD_DEL_SERVICE, [("IPVS_CMD_ATTR_SERVICE", {"attrs": c.service_key_attrs(op.key)})]
-        if isinstance(op, (AddRealServer, EditRealServer, DeleteRealServer)):
-            service = ("IPVS_CMD_ATTR_SERVICE", {"attrs": c.service_key_attrs(op.key)})
-            if isinstance(op, DeleteRealServer):
-                return c.CMD_DEL_DEST, [service, ("IPVS_CMD_ATTR_DEST",
-                                                  {"attrs": c.dest_key_attrs(op.address, op.port)})]
-            cmd = c.CMD_NEW_DEST if isinstance(op, AddRealServer) else c.CMD_SET_DEST
-            return cmd, [service, ("IPVS_CMD_ATTR_DEST", {"attrs": c.dest_attrs(op.real_server)})]
-        assert isinstance(op, SetTimeouts)
-        return c.CMD_SET_CONFIG, c.timeout_attrs(op.timeouts)
-
     def _check_owned(self, ops: Sequence[Op]) -> None:
         for op in ops:
+            if isinstance(op, (AddRule, DeleteRule)):  # Balancer's require() refuses these first
+                raise Unsupported("ipvs", sorted(needs(op))[0], f"{op} is netfilter's, not IPVS's "
+                                  "(Composite with an IPTablesBackend carries it out)")
             key = service_key(op)
             if key is not None and not self.owns(key):
                 raise NotOwned(f"{op}: {key} is not on a VIP or mark this backend owns "
@@ -205,16 +184,22 @@ class IPVSBackend:
         Requests are pipelined (a window is sent before its acks are read), so the ops after a
         failed one may have taken effect too; they are undone with the rest.
 
+        The ops are checked by :func:`~lbcore.prepare` against one read of the services
+        they touch; its undo ops are what a failure carries out.
+
         Raises:
             NotOwned: an op on a service this backend does not own; nothing was sent.
-            ServiceExists, ServiceNotFound, RealServerExists, RealServerNotFound: the kernel
-                moved since read(); what took effect was undone.
+            Unsupported: a rule op (netfilter's); nothing was sent.
+            ServiceExists, ServiceNotFound, RealServerExists, RealServerNotFound: an op does not
+                fit what the kernel holds (nothing was sent), or the kernel moved between that
+                read and the request (what took effect was undone).
             Unsupported: the kernel lacks the scheduler module.
             BackendError: another kernel refusal; what took effect was undone.
             StateUnknown: the undo failed too; lists what is in effect.
         """
         self._check_owned(ops)
-        undo = undo_ops(self.read({k for k in map(service_key, ops) if k is not None}), ops)
+        prepared = prepare(self.read(service_keys(ops)), ops)
+        ops, undo = prepared.ops, prepared.undo
         done: list[int] = []
         failure: tuple[int, OSError] | None = None
         i = 0
@@ -242,6 +227,12 @@ class IPVSBackend:
             self._undo([(ops[d], undo[d]) for d in done], error, ops[k])
             raise error from cause
 
+    def _request(self, op: Op) -> tuple[int, Any]:
+        """The netlink request of an op that is one (not SetSysctls; rules were refused)."""
+        request = self._codec.request(op)
+        assert request is not None, op
+        return request
+
     def _send_batch(self, requests: list[tuple[int, Any]]) -> list[int]:
         """Send requests pipelined; the errno of each, 0 for success (tests wrap this)."""
         return self.socket.batch(requests)
@@ -258,7 +249,7 @@ class IPVSBackend:
             if path.exists():
                 path.write_text(f"{int(getattr(op.sysctls, name))}\n")
 
-    def _undo(self, done: list[tuple[Op, list[Op]]], error: LBError, failed: Op) -> None:
+    def _undo(self, done: list[tuple[Op, tuple[Op, ...]]], error: LBError, failed: Op) -> None:
         """Undo ``done`` (each op with its inverse ops) newest first; StateUnknown if that fails."""
         in_effect = [op for op, _ in done]
         for op, inverse_ops in reversed(done):
@@ -290,7 +281,7 @@ class IPVSBackend:
             return
         key = service.key if isinstance(service, VirtualService) else service
         self._check_owned([DeleteService(key)])
-        self.socket.request(c.CMD_ZERO, [("IPVS_CMD_ATTR_SERVICE", {"attrs": c.service_key_attrs(key)})])
+        self.socket.request(c.CMD_ZERO, c.service_nest(key))
 
     def stats(self) -> dict[ServiceKey, dict[str, Any]]:
         """Per owned service: its 64-bit counters and rates, and each real server's, with its
@@ -327,34 +318,30 @@ class IPVSBackend:
             BackendError: the kernel refused (EEXIST: already running).
         """
         c = self._codec
-        roles = {"master": 1, "backup": 2}
-        if state not in roles:
+        if state not in c.DAEMON_STATES:
             raise InvalidField("IPVSBackend.start_daemon", "state", state, "is not master or backup")
-        nest = {"attrs": [("IPVS_DAEMON_ATTR_STATE", roles[state]), ("IPVS_DAEMON_ATTR_MCAST_IFN", interface),
-                          ("IPVS_DAEMON_ATTR_SYNC_ID", syncid)]}
-        self._daemon(c.CMD_NEW_DAEMON, nest)
+        self._daemon(c.CMD_NEW_DAEMON, c.daemon_nest(state, interface, syncid))
 
     def stop_daemon(self, state: str) -> None:
-        """Stop the sync daemon of ``state`` ("master" or "backup")."""
-        roles = {"master": 1, "backup": 2}
-        if state not in roles:
-            raise InvalidField("IPVSBackend.stop_daemon", "state", state, "is not master or backup")
-        self._daemon(self._codec.CMD_DEL_DAEMON, {"attrs": [("IPVS_DAEMON_ATTR_STATE", roles[state])]})
+        """Stop the sync daemon of ``state`` ("master" or "backup").
 
-    def _daemon(self, cmd: int, nest: dict[str, Any]) -> None:
+        Raises:
+            InvalidField: an unknown state.
+            BackendError: the kernel refused.
+        """
+        c = self._codec
+        if state not in c.DAEMON_STATES:
+            raise InvalidField("IPVSBackend.stop_daemon", "state", state, "is not master or backup")
+        self._daemon(c.CMD_DEL_DAEMON, c.daemon_nest(state))
+
+    def _daemon(self, cmd: int, nest: Any) -> None:
         try:
-            self.socket.request(cmd, [("IPVS_CMD_ATTR_DAEMON", nest)])
+            self.socket.request(cmd, nest)
         except self._error as exc:
             raise BackendError("ipvs", f"sync daemon: {exc.strerror}", errno=exc.errno) from exc
 
     def daemons(self) -> list[dict[str, Any]]:
         """The running sync daemons: state, interface, syncid (ipvsadm -L --daemon)."""
-        out = []
-        for msg in self.socket.dump(self._codec.CMD_GET_DAEMON, []):
-            nest = msg.get_attr("IPVS_CMD_ATTR_DAEMON")
-            state = nest.get_attr("IPVS_DAEMON_ATTR_STATE")
-            out.append({"state": {1: "master", 2: "backup"}.get(state, str(state)),
-                        "interface": nest.get_attr("IPVS_DAEMON_ATTR_MCAST_IFN"),
-                        "syncid": nest.get_attr("IPVS_DAEMON_ATTR_SYNC_ID")})
-        return out
+        c = self._codec
+        return [c.parse_daemon(msg) for msg in self.socket.dump(c.CMD_GET_DAEMON, [])]
 

@@ -11,15 +11,27 @@ from __future__ import annotations
 import ipaddress
 import socket
 import struct
-from typing import Any
+from typing import Any, assert_never
 
 import attrs
 from pyroute2.netlink import genlmsg, nla
 
 from lbcore.enums import ForwardMethod, PersistenceEngine, Protocol, Scheduler, SchedulerFlag, TunnelType
 from lbcore.model import IPAddress, Persistence, RealServer, ServiceKey, Timeouts, Tunnel, VirtualService
+from lbcore.ops import (
+    AddRealServer,
+    AddRule,
+    AddService,
+    DeleteRealServer,
+    DeleteRule,
+    DeleteService,
+    EditRealServer,
+    EditService,
+    Op,
+    SetSysctls,
+    SetTimeouts,
+)
 
-FAMILY_NAME = "IPVS"
 VERSION = 1
 
 # enum ipvs_cmds (include/uapi/linux/ip_vs.h)
@@ -201,6 +213,53 @@ def dest_attrs(rs: RealServer) -> Attrs:
 def timeout_attrs(t: Timeouts) -> Attrs:
     return [("IPVS_CMD_ATTR_TIMEOUT_TCP", t.tcp), ("IPVS_CMD_ATTR_TIMEOUT_TCP_FIN", t.tcpfin),
             ("IPVS_CMD_ATTR_TIMEOUT_UDP", t.udp)]
+
+
+def service_nest(key: ServiceKey) -> Attrs:
+    """The SERVICE nest that names one service, as GET_SERVICE, GET_DEST and ZERO take it."""
+    return [("IPVS_CMD_ATTR_SERVICE", {"attrs": service_key_attrs(key)})]
+
+
+def request(op: Op) -> tuple[int, Attrs] | None:
+    """The one netlink request of an op; None for an op that is no IPVS command (SetSysctls
+    writes /proc/sys/net/ipv4/vs; rules are netfilter's)."""
+    if isinstance(op, (AddService, EditService)):
+        cmd = CMD_NEW_SERVICE if isinstance(op, AddService) else CMD_SET_SERVICE
+        return cmd, [("IPVS_CMD_ATTR_SERVICE", {"attrs": service_attrs(op.service)})]
+    if isinstance(op, DeleteService):
+        return CMD_DEL_SERVICE, service_nest(op.key)
+    if isinstance(op, DeleteRealServer):
+        return CMD_DEL_DEST, [*service_nest(op.key),
+                              ("IPVS_CMD_ATTR_DEST", {"attrs": dest_key_attrs(op.address, op.port)})]
+    if isinstance(op, (AddRealServer, EditRealServer)):
+        cmd = CMD_NEW_DEST if isinstance(op, AddRealServer) else CMD_SET_DEST
+        return cmd, [*service_nest(op.key), ("IPVS_CMD_ATTR_DEST", {"attrs": dest_attrs(op.real_server)})]
+    if isinstance(op, SetTimeouts):
+        return CMD_SET_CONFIG, timeout_attrs(op.timeouts)
+    if isinstance(op, (SetSysctls, AddRule, DeleteRule)):
+        return None
+    assert_never(op)
+
+
+#: The sync daemon's states (IP_VS_STATE_MASTER, IP_VS_STATE_BACKUP), by ipvsadm's names.
+DAEMON_STATES = {"master": 1, "backup": 2}
+
+
+def daemon_nest(state: str, interface: str | None = None, syncid: int = 0) -> Attrs:
+    """The DAEMON nest of NEW_DAEMON (with ``interface``) or DEL_DAEMON (without)."""
+    attrs_: Attrs = [("IPVS_DAEMON_ATTR_STATE", DAEMON_STATES[state])]
+    if interface is not None:
+        attrs_ += [("IPVS_DAEMON_ATTR_MCAST_IFN", interface), ("IPVS_DAEMON_ATTR_SYNC_ID", syncid)]
+    return [("IPVS_CMD_ATTR_DAEMON", {"attrs": attrs_})]
+
+
+def parse_daemon(msg: Any) -> dict[str, Any]:
+    """One GET_DAEMON reply: state ("master", "backup", or the number), interface, syncid."""
+    nest = msg.get_attr("IPVS_CMD_ATTR_DAEMON")
+    state = nest.get_attr("IPVS_DAEMON_ATTR_STATE")
+    names = {v: k for k, v in DAEMON_STATES.items()}
+    return {"state": names.get(state, str(state)), "interface": nest.get_attr("IPVS_DAEMON_ATTR_MCAST_IFN"),
+            "syncid": nest.get_attr("IPVS_DAEMON_ATTR_SYNC_ID")}
 
 
 @attrs.frozen

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from errno import EEXIST, EINVAL, ENOENT, EPERM, ERANGE, ESRCH
 
+from lbcore.backend import Capability
 from lbcore.errors import (
     BackendError,
     BackendUnavailable,
@@ -14,7 +15,7 @@ from lbcore.errors import (
     ServiceNotFound,
     Unsupported,
 )
-from lbcore.ops import Op, OpKind
+from lbcore.ops import AddService, EditService, Op, OpKind
 
 K = OpKind
 _CONFLICTS: dict[tuple[OpKind, int], type[LBError]] = {
@@ -37,10 +38,12 @@ def mapped(op: Op, code: int, cause: OSError) -> LBError:
     kind = op.kind
     if (kind, code) in _CONFLICTS:
         return _CONFLICTS[kind, code](f"the kernel refused {op}: {cause.strerror} (another program changed IPVS?)")
-    if (kind, code) in _MODULE_MISSING:
-        service = getattr(op, "service", None)
-        what = f"scheduler {service.scheduler}" if service is not None else "scheduler"
-        return Unsupported("ipvs", f"{what}", "the kernel has no such module (ip_vs_<name>) or persistence engine")
+    if (kind, code) in _MODULE_MISSING and isinstance(op, (AddService, EditService)):
+        svc = op.service
+        engine = svc.persistence.engine if svc.persistence is not None else None
+        # ENOENT does not say which of the two is missing: name both, the scheduler's capability first.
+        missing = f"module ip_vs_{svc.scheduler.value}" + (f" or ip_vs_pe_{engine.value}" if engine else "")
+        return Unsupported("ipvs", Capability.for_scheduler(svc.scheduler), f"the kernel has no {missing}")
     if code == EPERM:
         return BackendUnavailable("ipvs", "changing IPVS needs CAP_NET_ADMIN", op, code)
     if code in (EINVAL, ERANGE):

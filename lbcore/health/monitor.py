@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import attrs
 
+from lbcore.backend import ConnectionCounts
 from lbcore.balancer import Balancer
 from lbcore.clock import Clock
 from lbcore.enums import Protocol as L4Protocol
@@ -504,8 +505,8 @@ class Monitor:
             return self._count(key, address, port)
         # The sim and the ipvs backend count connections; a backend that does not (the iptables
         # backend's DNAT balancer: conntrack is not read) leaves a drain to its timeout.
-        counts = getattr(self.balancer.backend, "connection_counts", None)
-        found = counts(key) if callable(counts) else None
+        backend = self.balancer.backend
+        found = backend.connection_counts(key) if isinstance(backend, ConnectionCounts) else None
         return None if found is None else int(found.get((address, port), 0))
 
     def _evaluate_quorum(self, svc: _ServiceRun, initial: bool = False) -> None:

@@ -23,6 +23,7 @@ import attrs
 
 from lbcore.clock import VirtualClock
 from lbcore.errors import InvalidField
+from lbcore.errors import ProbeFailed as ProbeFailed  # raised here; lbcore.health exports it
 from lbcore.health import _dns, _icmp
 from lbcore.health.checks import (
     Check,
@@ -42,10 +43,6 @@ from lbcore.model import IPAddress, _as_address, format_endpoint
 
 #: The most of a response an HTTP check reads; the status line and a health page fit well within.
 HTTP_READ_LIMIT = 1 << 20
-
-
-class ProbeFailed(Exception):
-    """A real server answered, but not as its check expects."""
 
 
 # -- asyncio ---------------------------------------------------------------------------------------

@@ -9,44 +9,19 @@ from typing import ClassVar
 import attrs
 
 from lbcore import dnat
-from lbcore.backend import ALL_CAPABILITIES, Capability
+from lbcore.backend import ALL_CAPABILITIES, Capability, ConnectionCounts, prepare
 from lbcore.clock import Clock, VirtualClock
 from lbcore.enums import Protocol, Scheduler
 from lbcore.errors import InvalidField, ServiceNotFound
 from lbcore.model import IPAddress, ServiceKey, Sysctls, Timeouts, VirtualService, _as_address, format_endpoint
-from lbcore.ops import (
-    AddRealServer,
-    AddRule,
-    AddService,
-    DeleteRealServer,
-    DeleteRule,
-    DeleteService,
-    EditRealServer,
-    EditService,
-    Op,
-    SetSysctls,
-    SetTimeouts,
-    apply_ops,
-)
+from lbcore.ops import Op
 from lbcore.rules import FirewallMark, firewall_mark
-from lbcore.sim import report, tcp
-from lbcore.sim.director import F_NOOUTPUT, Conn, Director
+from lbcore.sim import report
+from lbcore.sim._dataplane import DataPlane, IPVSDataPlane
+from lbcore.sim.director import Conn, Director
 from lbcore.sim.dnat import DNATDataPlane
 from lbcore.sim.profile import LINUX_6_1, KernelProfile
 from lbcore.table import Table
-
-# Bytes the kernel counts per packet (skb->len): the IP header (20 bytes, or 40 for IPv6) plus
-# the TCP header with the options Linux sends by default (MSS, SACK, timestamps and window scale
-# on SYNs: 40 bytes; timestamps on the rest: 32), or the UDP header (8) and payload.
-SYN_BYTES = 40
-SEGMENT_BYTES = 32
-UDP_HEADER_BYTES = 8
-
-
-def ip_header_bytes(address: IPAddress) -> int:
-    """The IP header's length for a packet to or from ``address``."""
-    return 20 if address.version == 4 else 40
-
 
 EPHEMERAL_PORTS = (32768, 60999)  # net.ipv4.ip_local_port_range
 
@@ -80,7 +55,7 @@ class Connection:
         return format_endpoint(self.real_server, self.real_port)
 
 
-class SimBackend:
+class SimBackend(ConnectionCounts):
     """The simulator: lbcore's control plane on an in-memory model of the kernel's IPVS.
 
     Args:
@@ -117,10 +92,13 @@ class SimBackend:
         if weighted not in (None, dnat.WEIGHTED_RANDOM) or (weighted and dataplane != "iptables"):
             raise InvalidField("SimBackend", "weighted", weighted, "is only 'random', with dataplane 'iptables'")
         self.dataplane = dataplane
-        self.nat: DNATDataPlane | None = None
+        # The data plane is chosen here, once; everything after asks it without knowing which.
+        self._plane: DataPlane
         if dataplane == "iptables":
             self.capabilities = dnat.capabilities(weighted)
-            self.nat = DNATDataPlane(self.clock.now, seed)
+            self._plane = DNATDataPlane(self.clock.now, seed)
+        else:
+            self._plane = IPVSDataPlane(self.director)
         self._table = Table(timeouts=Timeouts(), sysctls=Sysctls(), rules={})
         self._serial = 0
         self._next_port: dict[IPAddress, int] = {}
@@ -135,45 +113,19 @@ class SimBackend:
                                                    if k in self._table.services})
 
     def apply(self, ops: Sequence[Op]) -> None:
-        """Apply every op, or none: all are checked by apply_op before the data plane changes.
+        """Apply every op, or none: :func:`~lbcore.prepare` checks them all on the table
+        (the simulator's control plane) before the data plane carries out any.
 
         Raises:
-            ServiceExists, ServiceNotFound, RealServerExists, RealServerNotFound, InvalidField
+            ServiceExists, ServiceNotFound, RealServerExists, RealServerNotFound, RuleExists,
+                RuleNotFound, InvalidField: an op does not fit the table; nothing was changed.
         """
-        table = apply_ops(self._table, ops)
-        if self.nat is not None:
-            # The backend commits the nat table for any change but to marks and policy routes.
-            if any(not isinstance(op, (AddRule, DeleteRule)) or dnat.RULE_TABLES.get(op.rule.key[0]) == "nat"
-                   for op in ops):
-                self.nat.commit(table)
-            self._table = table
-            return
-        self.director.run_timers(self.clock.now())
-        for op in ops:
-            self._carry_out(op)
-        self._table = table
+        prepared = prepare(self._table, ops)
+        self._plane.commit(prepared)
+        self._table = prepared.after
 
     def close(self) -> None:
         """Nothing to release."""
-
-    def _carry_out(self, op: Op) -> None:
-        d = self.director
-        if isinstance(op, AddService):
-            d.add_service(op.service)
-        elif isinstance(op, EditService):
-            d.edit_service(op.service)
-        elif isinstance(op, DeleteService):
-            d.delete_service(op.key)
-        elif isinstance(op, AddRealServer):
-            d.add_real_server(op.key, op.real_server)
-        elif isinstance(op, EditRealServer):
-            d.edit_real_server(op.key, op.real_server)
-        elif isinstance(op, DeleteRealServer):
-            d.delete_real_server(op.key, op.address, op.port)
-        elif isinstance(op, SetTimeouts):
-            d.set_timeouts(op.timeouts)
-        elif isinstance(op, SetSysctls):
-            d.sysctls = op.sysctls
 
     # -- time --------------------------------------------------------------------------------------
 
@@ -189,7 +141,7 @@ class SimBackend:
             InvalidField: the clock is not virtual, or ``seconds`` is negative.
         """
         self._virtual().advance(seconds)
-        self.director.run_timers(self.clock.now())
+        self._plane.run_timers(self.clock.now())
 
     def run_until(self, when: float) -> None:
         """Move the virtual clock forward to ``when``.
@@ -198,7 +150,7 @@ class SimBackend:
             InvalidField: the clock is not virtual, or ``when`` is in the past.
         """
         self._virtual().set(when)
-        self.director.run_timers(when)
+        self._plane.run_timers(when)
 
     # -- traffic -----------------------------------------------------------------------------------
 
@@ -249,30 +201,12 @@ class SimBackend:
         proto = Protocol(protocol) if isinstance(protocol, str) else protocol
         caddr, cport, vaddr = self._endpoints(client, vip, vport, client_port)
         mark = self._mark(mark, proto, caddr, vaddr, vport)
-        if self.nat is not None:
-            rs = self.nat.pick(proto, caddr, vaddr, vport, mark)
-            if rs is None:
-                return None
-            self._serial += 1
-            return Connection(self._serial, proto, caddr, cport, vaddr, vport, rs.address, rs.port or vport, None)
-        d = self.director
-        ip = ip_header_bytes(vaddr)
-        if proto is Protocol.UDP:
-            cp = d.packet_in(17, caddr, cport, vaddr, vport, 0, ip + UDP_HEADER_BYTES + payload, mark)
-            if cp is not None and not cp.flags & F_NOOUTPUT:
-                d.packet_out(cp, 0, ip + UDP_HEADER_BYTES + payload)
-        elif proto is Protocol.TCP:
-            cp = d.packet_in(6, caddr, cport, vaddr, vport, tcp.SYN, ip + SYN_BYTES, mark)
-            if cp is not None:
-                if not cp.flags & F_NOOUTPUT:  # NAT: the reply comes back through the director
-                    d.packet_out(cp, tcp.SYN | tcp.ACK, ip + SYN_BYTES)
-                d.packet_in(6, caddr, cport, vaddr, vport, tcp.ACK, ip + SEGMENT_BYTES, mark)
-        else:
-            raise InvalidField("SimBackend", "protocol", protocol, "is not simulated for traffic (tcp, udp)")
-        if cp is None:
+        reached = self._plane.connect(proto, caddr, cport, vaddr, vport, mark, payload)
+        if reached is None:
             return None
         self._serial += 1
-        return Connection(self._serial, proto, caddr, cport, vaddr, vport, cp.daddr, cp.dport, cp)
+        return Connection(self._serial, proto, caddr, cport, vaddr, vport, reached.address, reached.port,
+                          reached.entry)
 
     def which(self, client: object, vip: object, vport: int, *, protocol: Protocol | str = Protocol.TCP,
               mark: int | None = None) -> str | None:
@@ -287,37 +221,21 @@ class SimBackend:
         proto = Protocol(protocol) if isinstance(protocol, str) else protocol
         caddr, _, vaddr = self._endpoints(client, vip, vport, 0)
         mark = self._mark(mark, proto, caddr, vaddr, vport)
-        if self.nat is not None:
-            rs = self.nat.predict(proto, caddr, vaddr, vport, mark)
-            return None if rs is None else format_endpoint(rs.address, rs.port or vport)
-        dest = self.director.predict(proto.number, caddr, EPHEMERAL_PORTS[0], vaddr, vport, mark)
-        if dest is None:
-            return None
-        return format_endpoint(dest.address, dest.port or vport)
+        reached = self._plane.which(proto, caddr, EPHEMERAL_PORTS[0], vaddr, vport, mark)
+        return None if reached is None else format_endpoint(reached.address, reached.port)
 
     def disconnect(self, connection: Connection) -> None:
         """Close a TCP connection the way a client does: its FIN first, then the real server's.
 
         UDP has nothing to close: its entry expires after the udp timeout.
         """
-        if connection.protocol is not Protocol.TCP or connection._conn is None:
-            return  # with the DNAT data plane, conntrack's entry just ends
-        d = self.director
         c = connection
-        fin_ack = tcp.FIN | tcp.ACK
-        size = ip_header_bytes(c.vip) + SEGMENT_BYTES
-        cp = d.packet_in(6, c.client, c.client_port, c.vip, c.vport, fin_ack, size)
-        if cp is None:
-            return  # IPVS dropped the FIN (its real server was deleted): the server never saw it
-        if not cp.flags & F_NOOUTPUT:  # NAT: the real server's ACK and FIN pass the director
-            d.packet_out(cp, tcp.ACK, size)
-            d.packet_out(cp, fin_ack, size)
-        d.packet_in(6, c.client, c.client_port, c.vip, c.vport, tcp.ACK, size)
+        self._plane.disconnect(c.protocol, c.client, c.client_port, c.vip, c.vport, c._conn)
 
     # -- ipvsadm's listings (sim only) -------------------------------------------------------------
 
     def _ipvs(self, what: str) -> Director:
-        if self.nat is not None:
+        if self.dataplane != "ipvs":
             raise InvalidField("SimBackend", "dataplane", self.dataplane, f"has no IPVS to {what}: it is "
                                "the DNAT balancer's nat rules")
         return self.director
@@ -350,14 +268,7 @@ class SimBackend:
 
         .. versionadded:: 0.2
         """
-        if self.nat is not None:
-            return None
-        director = self.director
-        director.run_timers(self.clock.now())  # entries due by now expire first
-        svc = director.services.get(key)
-        if svc is None:
-            return {}
-        return {(d.address, d.port): d.activeconns + d.inactconns for d in svc.dests}
+        return self._plane.connection_counts(key)
 
     def zero(self, service: VirtualService | ServiceKey | None = None) -> None:
         """Zero the statistics of one service and its real servers, or of all (ipvsadm -Z). Sim only.

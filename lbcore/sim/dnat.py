@@ -28,24 +28,64 @@ from collections.abc import Callable
 
 from lbcore import dnat
 from lbcore.enums import Protocol
-from lbcore.model import IPAddress, RealServer, VirtualService
+from lbcore.model import IPAddress, RealServer, ServiceKey, VirtualService
+from lbcore.ops import AddRule, DeleteRule, Prepared
+from lbcore.sim._dataplane import Reached
+from lbcore.sim.director import Conn
 from lbcore.table import Table
 
+# A recent list's identity: its service and real server (the backend's list name encodes both).
+RecentList = tuple[ServiceKey, tuple[IPAddress, int]]
 #: Clients one recent list holds (xt_recent's ip_list_tot).
 RECENT_LIST_SIZE = 100
 
 
 class DNATDataPlane:
-    """The nat rules of the DNAT balancer and their state (counters, recent lists, random source)."""
+    """The nat rules of the DNAT balancer and their state (counters, recent lists, random source).
+
+    One of the simulator's data planes: conntrack's entries are not modelled, so it
+    counts no connections and a disconnect changes nothing.
+    """
 
     def __init__(self, now: Callable[[], float], seed: int = 0) -> None:
         self.now = now
         self.random = random.Random(seed)
         self.services: list[VirtualService] = []
         self.counters: dict[tuple[int, int], int] = {}  # (service index, pick index) -> nth count
-        self.recent: dict[str, OrderedDict[int, float]] = {}
+        # One xt_recent list per (service, real server): the iptables backend names it after both.
+        self.recent: dict[RecentList, OrderedDict[int, float]] = {}
 
-    def commit(self, table: Table) -> None:
+    def commit(self, prepared: Prepared) -> None:
+        """Carry out checked ops as the iptables backend does: it commits the nat table for any
+        change but to marks and policy routes (mangle, routing), and only then."""
+        if any(not isinstance(op, (AddRule, DeleteRule)) or dnat.RULE_TABLES.get(op.rule.key[0]) == "nat"
+               for op in prepared.ops):
+            self.load(prepared.after)
+
+    def run_timers(self, now: float) -> None:
+        """Nothing: xt_recent judges a stamp's age when it is looked up."""
+
+    def connect(self, protocol: Protocol, client: IPAddress, client_port: int, vip: IPAddress, vport: int,
+                mark: int, payload: int) -> Reached | None:
+        """The first packet's way through nat: the real server it is DNATed to, or None."""
+        rs = self.pick(protocol, client, vip, vport, mark)
+        return None if rs is None else Reached(rs.address, rs.port or vport)
+
+    def which(self, protocol: Protocol, client: IPAddress, client_port: int, vip: IPAddress, vport: int,
+              mark: int) -> Reached | None:
+        """What :meth:`connect` would reach now, changing nothing."""
+        rs = self.predict(protocol, client, vip, vport, mark)
+        return None if rs is None else Reached(rs.address, rs.port or vport)
+
+    def disconnect(self, protocol: Protocol, client: IPAddress, client_port: int, vip: IPAddress, vport: int,
+                   entry: Conn | None) -> None:
+        """Nothing: conntrack's entry just ends."""
+
+    def connection_counts(self, key: ServiceKey) -> dict[tuple[IPAddress, int], int] | None:
+        """None: like the iptables backend, it counts no connections (conntrack is not read)."""
+        return None
+
+    def load(self, table: Table) -> None:
         """Replace the rules, as a commit of the nat table does: counts restart, lists stay."""
         services = sorted(table.services.values(), key=dnat.service_rank)
         self.services = services
@@ -54,7 +94,7 @@ class DNATDataPlane:
             for j, pick in enumerate(dnat.picks(svc)):
                 if pick.every:
                     self.counters[i, j] = pick.every - 1 - pick.packet
-        named = {dnat.recent_name(s.key, rs) for s in services if s.persistence for rs in s.real_servers}
+        named = {(s.key, rs.key) for s in services if s.persistence for rs in s.real_servers}
         self.recent = {name: self.recent.get(name, OrderedDict()) for name in named}
 
     def _matches(self, svc: VirtualService, protocol: Protocol, vip: IPAddress, vport: int, mark: int) -> bool:
@@ -88,7 +128,7 @@ class DNATDataPlane:
         if svc.persistence is not None:
             timeout = svc.persistence.timeout
             for rs in svc.real_servers:
-                clients = self.recent[dnat.recent_name(svc.key, rs)]
+                clients = self.recent[svc.key, rs.key]
                 stamp = clients.get(source)
                 if stamp is None:
                     continue
@@ -114,7 +154,7 @@ class DNATDataPlane:
 
     def _jump(self, svc: VirtualService, rs: RealServer, source: int, now: float) -> RealServer:
         if svc.persistence is not None:  # the real server's chain: --set, then DNAT
-            clients = self.recent[dnat.recent_name(svc.key, rs)]
+            clients = self.recent[svc.key, rs.key]
             if source not in clients and len(clients) >= RECENT_LIST_SIZE:
                 clients.popitem(last=False)
             clients.pop(source, None)

@@ -57,11 +57,4 @@ def _by_flags(table: Mapping[int, tuple[int, ...]]) -> tuple[tuple[int, ...], ..
 NEXT_INPUT, NEXT_OUTPUT, NEXT_INPUT_ONLY = _by_flags(INPUT), _by_flags(OUTPUT), _by_flags(INPUT_ONLY)
 
 
-def next_state(table: dict[int, tuple[int, ...]], flags: int, state: int) -> int:
-    """The state after a packet with ``flags``; a packet without flags moves to CLOSE."""
-    ev = event(flags)
-    return table[ev][state] if ev else CLOSE
-
-
-UDP_NORMAL = 0
 UDP_STATE_NAME = "UDP"

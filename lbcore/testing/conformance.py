@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import attrs
 import pytest
 
-from lbcore.backend import Backend, Capability
+from lbcore.backend import Backend, Capability, ConnectionCounts
 from lbcore.balancer import Balancer
 from lbcore.enums import Scheduler
 from lbcore.errors import (
@@ -35,7 +35,15 @@ from lbcore.errors import (
     Unsupported,
 )
 from lbcore.model import Persistence, RealServer, Timeouts, Tunnel, VirtualService
-from lbcore.ops import AddRealServer, AddRule, AddService, DeleteRule, DeleteService, EditRealServer
+from lbcore.ops import (
+    AddRealServer,
+    AddRule,
+    AddService,
+    DeleteRealServer,
+    DeleteRule,
+    DeleteService,
+    EditRealServer,
+)
 from lbcore.registry import open_backend
 from lbcore.rules import AutoNat, FirewallMark, LoopbackVIP, Redirect, Rule
 from lbcore.table import Table
@@ -138,6 +146,37 @@ class BackendConformance:
         with pytest.raises(ServiceExists):
             lb.execute([AddService(other), AddService(web().settings)])
         assert backend.read() == before
+
+    def _held(self, backend: Backend) -> tuple[Table, dict[Any, Any] | None]:
+        """What a stale op must leave as it is: the table, and the data plane's counts."""
+        table = backend.read()
+        if not isinstance(backend, ConnectionCounts):
+            return table, None
+        return table, {key: backend.connection_counts(key) for key in table.services}
+
+    def test_a_stale_op_reaches_no_backend(self, backend: Backend) -> None:
+        # Ops planned against an earlier read, applied after another writer changed the state:
+        # the backend's own check (prepare) refuses them with the typed error, and nothing changes.
+        lb = Balancer(backend)
+        lb.add_service(web())
+        other = VirtualService(protocol="tcp", address=VIP, port=443, scheduler="rr")
+        stale = lb.plan([web(), other])  # plans AddService(other) on a table without it
+        lb.add_service(other)  # ...which another writer adds first
+        held = self._held(backend)
+        with pytest.raises(ServiceExists):
+            backend.apply(stale)
+        assert self._held(backend) == held
+        removal = lb.plan([web()])  # DeleteService(other), planned while it exists
+        lb.delete_service(other)  # ...and removed by another writer first
+        held = self._held(backend)
+        new_rs = RealServer("198.51.100.4", 80, forward="nat")
+        with pytest.raises(ServiceNotFound):  # a fitting op first: it must not take effect either
+            backend.apply([AddRealServer(web().key, new_rs), *removal])
+        assert self._held(backend) == held
+        with pytest.raises(RealServerNotFound):
+            backend.apply([DeleteRealServer(web().key, ipaddress.ip_address(RIPS[0]), 80),
+                           EditRealServer(web().key, new_rs)])
+        assert self._held(backend) == held
 
     def test_dr_real_server_on_another_port_is_refused(self, backend: Backend) -> None:
         lb = Balancer(backend)

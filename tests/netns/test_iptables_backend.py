@@ -321,9 +321,9 @@ def test_a_refused_route_takes_back_the_routing_steps_before_it(lab: Lab, backen
 
 def test_two_services_whose_chain_names_collide_are_refused_not_merged(
         lab: Lab, backend: IPTablesBackend, monkeypatch: pytest.MonkeyPatch) -> None:
-    from lbcore import dnat
+    from lbcore_iptables import _layout
 
-    monkeypatch.setattr(dnat, "service_id", lambda key: "COLLISION0")  # 40 bits make it rare, not impossible
+    monkeypatch.setattr(_layout, "service_id", lambda key: "COLLISION0")  # 40 bits make it rare, not impossible
     first = _service()
     Balancer(backend).apply([first])
     other = VirtualService("tcp", VIP, 8080, scheduler="rr", real_servers=[RealServer("10.91.2.2", 80, forward="nat")])

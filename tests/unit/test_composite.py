@@ -1,6 +1,6 @@
 """Composite: one apply across backends, each op to the backend that can express it, undone as one."""
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import pytest
 
@@ -12,6 +12,7 @@ from lbcore import (
     InvalidField,
     RealServer,
     RuleExists,
+    ServiceKey,
     ServiceNotFound,
     StateUnknown,
     VirtualService,
@@ -107,3 +108,32 @@ def test_a_composite_counts_connections_where_its_services_are() -> None:
     assert ipvs.connect("203.0.113.1", "192.0.2.1", 80, mark=1) is not None
     assert composite.connection_counts(SERVICE.key) == {(SERVICE.real_servers[0].address, 0): 1}
     assert SimBackend(dataplane="iptables").connection_counts(SERVICE.key) is None
+
+
+class Counting(SimBackend):
+    """A simulator that counts the reads made of it."""
+
+    def __init__(self, dataplane: str = "ipvs") -> None:
+        super().__init__(dataplane=dataplane)
+        self.reads = 0
+
+    def read(self, keys: Collection[ServiceKey] | None = None) -> Table:
+        self.reads += 1
+        return super().read(keys)
+
+
+def test_a_change_reads_each_backend_once_and_the_balancer_reads_nothing() -> None:
+    # The check is made once per backend, against what it holds, not once more by the caller.
+    plain = Counting()
+    Balancer(plain).add_service(VirtualService("tcp", "192.0.2.10", 80, scheduler="rr"))
+    assert plain.reads == 0  # the simulator prepares on its own table: no read() at all
+    ipvs, iptables = Counting(), Counting(dataplane="iptables")
+    ipvs.capabilities = ipvs.capabilities - RULE_CAPABILITIES
+    Balancer(Composite(ipvs, iptables)).execute([AddRule(MARK), *_add(SERVICE)])
+    assert (ipvs.reads, iptables.reads) == (1, 1)  # the composite's joined read; the runs read none
+
+
+def _add(svc: VirtualService) -> list[Op]:
+    from lbcore.ops import AddRealServer, AddService
+
+    return [AddService(svc.settings), *(AddRealServer(svc.key, rs) for rs in svc.real_servers)]

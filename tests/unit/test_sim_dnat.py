@@ -23,8 +23,9 @@ def test_random_thresholds_are_iptables_quantised_probabilities() -> None:
     assert random_threshold(1.0) == 0x80000000
     assert [p.threshold for p in picks(web("wrr", (1, 2, 3)))] == [random_threshold(1 / 6), random_threshold(2 / 5),
                                                                   None]
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidField) as refused:
         random_threshold(1.5)
+    assert (refused.value.field, refused.value.value) == ("probability", 1.5)
 
 
 def test_weighted_random_gives_each_real_server_its_weights_share() -> None:
