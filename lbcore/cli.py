@@ -10,9 +10,9 @@ from lbcore.errors import LBError
 
 
 def _replay(args: argparse.Namespace) -> int:
+    from lbcore.formats.trace import parse_trace, replay
     from lbcore.sim import SimBackend
     from lbcore.sim.replay import SimReplayer
-    from lbcore.trace import parse_trace, replay
 
     with open(args.trace, encoding="utf-8") as f:
         events = parse_trace(f.read(), args.trace)

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from lbcore.errors import ParseError, ServiceNotFound, Unsupported
+from lbcore.formats.trace import parse_trace, replay
 from lbcore.sim import SimBackend
 from lbcore.sim.replay import SimReplayer
 from lbcore.testing.traces import TraceSpec, random_trace
-from lbcore.trace import parse_trace, replay
 
 KERNEL_TRACES = Path(__file__).parent / "traces" / "kernel-6.1"
 TRACES = sorted(KERNEL_TRACES.glob("*.trace"))

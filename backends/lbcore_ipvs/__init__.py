@@ -315,7 +315,7 @@ class IPVSBackend:
 
     def connections(self, persistent_conn: bool = False) -> str:
         """``ipvsadm -Lnc`` of the whole namespace, from /proc/net/ip_vs_conn (netlink has none)."""
-        from lbcore.sim.report import connections_from_proc
+        from lbcore.formats.listing import connections_from_proc
 
         return connections_from_proc(PROC_CONN.read_text(), persistent_conn=persistent_conn)
 

@@ -13,6 +13,7 @@ from lbcore.backend import ALL_CAPABILITIES, Capability
 from lbcore.clock import Clock, VirtualClock
 from lbcore.enums import Protocol, Scheduler
 from lbcore.errors import InvalidField, ServiceNotFound
+from lbcore.formats import listing as report
 from lbcore.model import IPAddress, ServiceKey, Sysctls, Timeouts, VirtualService, _as_address, format_endpoint
 from lbcore.ops import (
     AddRealServer,
@@ -29,7 +30,7 @@ from lbcore.ops import (
     apply_ops,
 )
 from lbcore.rules import FirewallMark, firewall_mark
-from lbcore.sim import report, tcp
+from lbcore.sim import tcp
 from lbcore.sim.director import F_NOOUTPUT, Conn, Director
 from lbcore.sim.dnat import DNATDataPlane
 from lbcore.sim.profile import LINUX_6_1, KernelProfile
@@ -325,7 +326,7 @@ class SimBackend:
     def status(self, **options: bool) -> str:
         """``ipvsadm -Ln`` of the simulated kernel: the guide's "Layer 4 Status". Sim only.
 
-        ``options`` are :func:`lbcore.sim.report.status`'s: stats, rate, thresholds,
+        ``options`` are :func:`lbcore.formats.listing.status`'s: stats, rate, thresholds,
         persistent_conn, tun_info, exact, nosort.
 
         Raises:
@@ -336,7 +337,7 @@ class SimBackend:
     def connections(self, **options: bool) -> str:
         """``ipvsadm -Lnc`` of the simulated kernel: the guide's "Layer 4 Current Connections".
 
-        ``options`` are :func:`lbcore.sim.report.connections`'s: persistent_conn. Sim only.
+        ``options`` are :func:`lbcore.formats.listing.connections`'s: persistent_conn. Sim only.
 
         Raises:
             TypeError: an option that ipvsadm -Lc does not have.

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from lbcore.balancer import Balancer
+from lbcore.formats.trace import Close, Open
 from lbcore.sim.backend import Connection, SimBackend
-from lbcore.trace import Close, Open
 
 
 class SimReplayer:

@@ -26,13 +26,13 @@ import pytest
 from lbcore_ipvs import IPVSBackend
 
 from lbcore import Balancer, Scheduler, SetSysctls, SetTimeouts, Sysctls, Timeouts
-from lbcore.ipvsadm import dump_save
+from lbcore.formats.ipvsadm import dump_save
+from lbcore.formats.listing import proc_ip_vs_conn
+from lbcore.formats.trace import parse_trace, replay
 from lbcore.sim import SimBackend
 from lbcore.sim.replay import SimReplayer
-from lbcore.sim.report import proc_ip_vs_conn
 from lbcore.testing.kernel_replay import KernelReplayer, topology_for
 from lbcore.testing.traces import TraceSpec, random_trace
-from lbcore.trace import parse_trace, replay
 
 pytestmark = pytest.mark.kernel
 

@@ -20,7 +20,7 @@ from lbcore import (
     Tunnel,
     VirtualService,
 )
-from lbcore.ipvsadm import dump_save, parse_command, parse_save
+from lbcore.formats.ipvsadm import dump_save, parse_command, parse_save
 
 SAVED = """\
 -A -t 10.0.0.1:80 -s wrr -p 360 -M 255.255.255.0

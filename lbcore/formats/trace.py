@@ -22,7 +22,7 @@ import attrs
 from lbcore.balancer import Balancer
 from lbcore.enums import Protocol
 from lbcore.errors import InvalidField, ParseError
-from lbcore.ipvsadm import parse_command
+from lbcore.formats.ipvsadm import parse_command
 from lbcore.model import IPAddress, Sysctls
 from lbcore.ops import SetSysctls
 

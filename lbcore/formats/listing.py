@@ -24,7 +24,7 @@ import ipaddress
 from collections.abc import Iterable
 
 from lbcore.enums import ForwardMethod, TunnelChecksum, TunnelType
-from lbcore.ipvsadm import sorted_real_servers, sorted_services
+from lbcore.formats.ipvsadm import sorted_real_servers, sorted_services
 from lbcore.model import IPAddress, format_endpoint
 from lbcore.sim import tcp
 from lbcore.sim.director import F_TEMPLATE, SCTP, TCP, UDP, Conn, Director

@@ -20,8 +20,7 @@ from lbcore import (
     Tunnel,
     VirtualService,
 )
-from lbcore.sim import SimBackend
-from lbcore.sim.report import (
+from lbcore.formats.listing import (
     _inet_ntop6,
     _largenum,
     connections,
@@ -30,6 +29,7 @@ from lbcore.sim.report import (
     status,
     timeout,
 )
+from lbcore.sim import SimBackend
 
 VERSION = "IP Virtual Server version 1.2.1 (size=4096)"
 TITLE = [
