@@ -1,21 +1,24 @@
-"""ipvsadm's listings of the simulated director, in ipvsadm 1.31's and the kernel's exact text.
+"""ipvsadm's listings, in ipvsadm 1.31's and the kernel's exact text, from a neutral snapshot.
 
 These are the two reports of the Loadbalancer.org guide: "Layer 4 Status" (``ipvsadm -Ln`` and its
 ``--stats``, ``--rate``, ``--thresholds``, ``--persistent-conn``, ``--tun-info``, ``--exact`` and
 ``--nosort`` variants, :func:`status`) and "Layer 4 Current Connections" (``ipvsadm -Lnc``,
 :func:`connections`), plus ``ipvsadm -L --timeout`` (:func:`timeout`) and the file ``-Lnc`` is
-made from, ``/proc/net/ip_vs_conn`` (:func:`proc_ip_vs_conn`).
+made from, ``/proc/net/ip_vs_conn`` (:func:`proc_ip_vs_conn`, read back by
+:func:`parse_proc_ip_vs_conn`).
 
-Every listing first fires the timers that are due, as the kernel's would have fired by the time
-it is read. What differs from a kernel, on purpose:
+They render a :class:`Snapshot`: plain values (:class:`ServiceStats`, :class:`RealServerStats`,
+:class:`Stats`, :class:`ConnectionEntry`) that any backend with a data plane produces, the
+simulator from its model of the kernel and the ipvs backend from the kernel itself (see
+:class:`lbcore.backend.Listings`), so the same report reads the same from either.
 
-* The kernel lists connections in the order of its hash table, whose seed is random (ipvs-notes
-  §4.1). lbcore lists them sorted: by protocol number, then source, then virtual, then
-  destination, each by family (IPv4 first), address and port.
-* ``--nosort`` lists services in the order they were added (the kernel's is its hash order) and
-  real servers in list order, newest first, as the kernel does.
+Orders: services are listed in ipvsadm's sort and real servers by address, unless ``nosort``,
+which keeps the snapshot's order (the kernel's: services in its hash order, real servers newest
+first). Connections are listed in the snapshot's order; the kernel's is its hash table's, whose
+seed is random, and the simulator's snapshot sorts them instead (see :mod:`lbcore.sim`).
 
 .. versionadded:: 0.1
+.. versionchanged:: 0.3 moved from ``lbcore.sim.report``; renders a :class:`Snapshot`.
 """
 
 from __future__ import annotations
@@ -23,14 +26,25 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-from lbcore.enums import ForwardMethod, TunnelChecksum, TunnelType
-from lbcore.formats.ipvsadm import sorted_real_servers, sorted_services
-from lbcore.model import IPAddress, format_endpoint
-from lbcore.sim import tcp
-from lbcore.sim.director import F_TEMPLATE, SCTP, TCP, UDP, Conn, Director
-from lbcore.sim.state import SVC_ONEPACKET, SVC_PERSISTENT, Dest, SimService
+import attrs
 
-__all__ = ["connections", "connections_from_proc", "proc_ip_vs_conn", "status", "timeout"]
+from lbcore.enums import ForwardMethod, TunnelChecksum, TunnelType
+from lbcore.errors import ParseError
+from lbcore.formats.ipvsadm import sorted_real_servers, sorted_services
+from lbcore.model import IPAddress, RealServer, Timeouts, VirtualService, format_endpoint
+
+__all__ = [
+    "ConnectionEntry",
+    "RealServerStats",
+    "ServiceStats",
+    "Snapshot",
+    "Stats",
+    "connections",
+    "parse_proc_ip_vs_conn",
+    "proc_ip_vs_conn",
+    "status",
+    "timeout",
+]
 
 #: list_all()'s first line: IP_VS_VERSION_CODE is 1.2.1; size is the connection table's buckets.
 VERSION_LINE = "IP Virtual Server version 1.2.1 (size={})\n"
@@ -44,15 +58,11 @@ _SCHED_FLAG_NAMES = {
     "mh": ("mh-fallback", "mh-port"),
 }
 _GENERIC_FLAG_NAMES = ("flag-1", "flag-2", "flag-3")
+TCP, UDP, SCTP = 6, 17, 132
 # ipvsadm's protocol_name() for service lines; the kernel's ip_vs_proto_name() for connections.
 _SERVICE_PROTOCOLS = {TCP: "TCP", UDP: "UDP", SCTP: "SCTP"}
 _CONN_PROTOCOLS = {0: "IP", 1: "ICMP", TCP: "TCP", UDP: "UDP", SCTP: "SCTP", 58: "ICMPv6"}
-# sctp_state_name_table[] (ip_vs_proto_sctp.c), indexed by IP_VS_SCTP_S_*.
-_SCTP_STATE_NAMES = ("NONE", "INIT1", "INIT", "C-SENT", "C-REPLIED", "C-WAIT", "COOKIE",
-                     "C-ECHOED", "ESTABLISHED", "S-SENT", "S-RECEIVED", "S-ACK-SENT", "REJECTED",
-                     "CLOSED")
-# ip_vs_ctpl_state_name_table[]: a template is NONE until a reply (or ESTABLISHED) assures it.
-_TEMPLATE_STATE_NAMES = ("NONE", "ASSURED")
+_CONN_PROTOCOL_NUMBERS = {name: number for number, name in _CONN_PROTOCOLS.items()}
 # fwd_tun_info(): tunflags[] indexed by the IP_VS_TUNNEL_ENCAP_FLAG_* value.
 _TUNNEL_CHECKSUMS = {TunnelChecksum.NOCSUM: "-c", TunnelChecksum.CSUM: "+c", TunnelChecksum.REMCSUM: "r+c"}
 
@@ -60,53 +70,192 @@ _U32 = 0xFFFFFFFF
 _U64 = (1 << 64) - 1
 
 
+# -- the snapshot --------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Stats:
+    """One set of IPVS statistics as the kernel shows them (struct ip_vs_kstats).
+
+    Counters (conns, packets and bytes, in and out) count since the last ``ipvsadm -Z``; rates
+    are the estimator's averages per second. Both are what the estimator last took (every 2 s).
+
+    .. versionadded:: 0.3
+    """
+
+    conns: int = 0
+    inpkts: int = 0
+    outpkts: int = 0
+    inbytes: int = 0
+    outbytes: int = 0
+    cps: int = 0
+    inpps: int = 0
+    outpps: int = 0
+    inbps: int = 0
+    outbps: int = 0
+
+    def counters(self) -> tuple[int, int, int, int, int]:
+        """Conns, InPkts, OutPkts, InBytes, OutBytes: the ``--stats`` columns."""
+        return (self.conns, self.inpkts, self.outpkts, self.inbytes, self.outbytes)
+
+    def rates(self) -> tuple[int, int, int, int, int]:
+        """CPS, InPPS, OutPPS, InBPS, OutBPS: the ``--rate`` columns."""
+        return (self.cps, self.inpps, self.outpps, self.inbps, self.outbps)
+
+
+@attrs.frozen
+class RealServerStats:
+    """A real server as the data plane holds it now: its settings, connections and statistics.
+
+    Attributes:
+        real_server: its settings (address, port, forward method, weight, thresholds, tunnel).
+        active: ActiveConn, connections in ESTABLISHED (TCP) or the like.
+        inactive: InActConn, the other connections (closing, UDP, half open).
+        persistent: PersistConn, persistence templates that point to it.
+        stats: its statistics.
+
+    .. versionadded:: 0.3
+    """
+
+    real_server: RealServer
+    active: int = 0
+    inactive: int = 0
+    persistent: int = 0
+    stats: Stats = Stats()
+
+    @property
+    def key(self) -> tuple[IPAddress, int]:
+        """The real server's (address, port)."""
+        return self.real_server.key
+
+
+def _real_servers(values: Iterable[RealServerStats]) -> tuple[RealServerStats, ...]:
+    return tuple(values)
+
+
+@attrs.frozen
+class ServiceStats:
+    """A virtual service as the data plane holds it now: settings, real servers, statistics.
+
+    Attributes:
+        service: its settings (its ``real_servers`` are not read: see ``real_servers``).
+        real_servers: its real servers in the data plane's order (the kernel's: newest first).
+        stats: the service's statistics.
+
+    .. versionadded:: 0.3
+    """
+
+    service: VirtualService
+    real_servers: tuple[RealServerStats, ...] = attrs.field(default=(), converter=_real_servers)
+    stats: Stats = Stats()
+
+
+@attrs.frozen
+class ConnectionEntry:
+    """One connection or persistence template, as ``/proc/net/ip_vs_conn`` lists it.
+
+    Attributes:
+        protocol: the IP protocol number (6 TCP, 17 UDP, 132 SCTP; 0 for a fwmark template).
+        client, client_port: the client's side (port 0 in a persistence template).
+        virtual, virtual_port: the virtual service's side; a fwmark template holds the mark as
+            the first 32 bits of an address of the client's family, and port 0.
+        destination, destination_port: the real server it goes to.
+        state: the kernel's name for its state (``ESTABLISHED``, ``FIN_WAIT``, ``UDP``; a
+            template is ``NONE`` or ``ASSURED``).
+        expires: whole seconds left before it expires.
+        pe_name, pe_data: the persistence engine's name and data ("" without one).
+
+    .. versionadded:: 0.3
+    """
+
+    protocol: int
+    client: IPAddress
+    client_port: int
+    virtual: IPAddress
+    virtual_port: int
+    destination: IPAddress
+    destination_port: int
+    state: str
+    expires: int
+    pe_name: str = ""
+    pe_data: str = ""
+
+
+def _services(values: Iterable[ServiceStats]) -> tuple[ServiceStats, ...]:
+    return tuple(values)
+
+
+def _connections(values: Iterable[ConnectionEntry]) -> tuple[ConnectionEntry, ...]:
+    return tuple(values)
+
+
+@attrs.frozen
+class Snapshot:
+    """What ipvsadm's listings show of one data plane at one instant.
+
+    Attributes:
+        services: the virtual services in the data plane's order (``--nosort`` keeps it).
+        connections: the connection table in the order to list it.
+        timeouts: the tcp, tcpfin and udp timeouts.
+        conn_tab_size: the buckets of the kernel's connection table (the version line's size).
+
+    A backend may leave out what a listing does not need: its ``status()`` need not read the
+    connections, nor its ``connections()`` the services.
+
+    .. versionadded:: 0.3
+    """
+
+    services: tuple[ServiceStats, ...] = attrs.field(default=(), converter=_services)
+    connections: tuple[ConnectionEntry, ...] = attrs.field(default=(), converter=_connections)
+    timeouts: Timeouts = attrs.field(factory=Timeouts)
+    conn_tab_size: int = 4096
+
+
 # -- ipvsadm -Ln ---------------------------------------------------------------------------------
 
 
-def status(director: Director, *, stats: bool = False, rate: bool = False, thresholds: bool = False,
+def status(snapshot: Snapshot, *, stats: bool = False, rate: bool = False, thresholds: bool = False,
            persistent_conn: bool = False, tun_info: bool = False, exact: bool = False,
            nosort: bool = False) -> str:
-    """``ipvsadm -Ln`` of the director, with the options ipvsadm 1.31 takes.
+    """``ipvsadm -Ln`` of a snapshot, with the options ipvsadm 1.31 takes.
 
     When several formats are asked for, the first of stats, rate, thresholds, persistent_conn,
-    tun_info wins, as in ipvsadm's print_title(). Statistics are the estimator's last snapshot
-    (taken every 2 s), minus the zero point of ``ipvsadm -Z``.
+    tun_info wins, as in ipvsadm's print_title().
 
     Args:
-        director: the simulated kernel.
+        snapshot: the services to list (its connections are not read).
         stats: ``--stats``: Conns, InPkts, OutPkts, InBytes, OutBytes.
         rate: ``--rate``: CPS, InPPS, OutPPS, InBPS, OutBPS.
         thresholds: ``--thresholds``: Uthreshold, Lthreshold, ActiveConn, InActConn.
         persistent_conn: ``--persistent-conn``: Weight, PersistConn, ActiveConn, InActConn.
         tun_info: ``--tun-info``: the tunnel type and options of each real server.
         exact: ``--exact``: statistics in full instead of K, M, G, T units.
-        nosort: ``--nosort``: services in the order they were added, real servers newest first.
+        nosort: ``--nosort``: services and real servers in the snapshot's order.
 
     Returns:
         The listing, one line per ``\\n``, starting with the version line.
 
     Raises:
-        Nothing: every state the simulator holds can be listed.
+        Nothing: every snapshot can be listed.
     """
-    director.run_timers(director.now())
     mode = next((name for name, on in (("stats", stats), ("rate", rate), ("thresholds", thresholds),
                                         ("persistent_conn", persistent_conn), ("tun_info", tun_info))
                  if on), "default")
-    out = [VERSION_LINE.format(director.profile.conn_tab_size), _TITLES[mode]]
-    for svc in _services(director, nosort):
+    out = [VERSION_LINE.format(snapshot.conn_tab_size), _TITLES[mode]]
+    for svc in _listed_services(snapshot.services, nosort):
         out.append(_service_line(svc, mode, exact))
-        dests = svc.dests if nosort else sorted_real_servers(svc.dests)
-        out.extend(_dest_line(dest, mode, exact) for dest in dests)
+        real_servers = svc.real_servers if nosort else sorted_real_servers(svc.real_servers)
+        out.extend(_real_server_line(rs, mode, exact) for rs in real_servers)
     return "".join(out)
 
 
-def timeout(director: Director) -> str:
+def timeout(snapshot: Snapshot) -> str:
     """``ipvsadm -L --timeout``: the tcp, tcpfin and udp timeouts in seconds.
 
     Raises:
         Nothing.
     """
-    t = director.get_timeouts()
+    t = snapshot.timeouts
     return f"Timeout (tcp tcpfin udp): {t.tcp} {t.tcpfin} {t.udp}\n"
 
 
@@ -126,82 +275,85 @@ _TITLES = {
 }
 
 
-def _services(director: Director, nosort: bool) -> list[SimService]:
+def _listed_services(services: tuple[ServiceStats, ...], nosort: bool) -> list[ServiceStats]:
     if nosort:
-        return list(director.services.values())
-    # Sort the configured services with ipvsadm's own comparator, then list the kernel's objects.
-    return [director.services[config.key]
-            for config in sorted_services(svc.config for svc in director.services.values())]
+        return list(services)
+    # Sort the services with ipvsadm's own comparator; services with one key are one service.
+    by_key = {svc.service.key: svc for svc in services}
+    return [by_key[config.key] for config in sorted_services(svc.service for svc in services)]
 
 
-def _service_name(svc: SimService) -> str:
+def _service_name(svc: VirtualService) -> str:
     """print_service_entry()'s svc_name: ``TCP  192.0.2.10:80`` or ``FWM  1``."""
     if svc.fwmark:
         mark = svc.fwmark - (1 << 32) if svc.fwmark >> 31 else svc.fwmark  # 1.31 prints it with %d
         return f"FWM  {mark}" + (" IPv6" if svc.family == 6 else "")
-    config = svc.config
-    assert config.protocol is not None and config.address is not None
-    name = f"{_SERVICE_PROTOCOLS.get(config.protocol.number, '?'):<4} {_endpoint(config.address, svc.port)}"
+    assert svc.protocol is not None and svc.address is not None
+    name = f"{_SERVICE_PROTOCOLS.get(svc.protocol.number, '?'):<4} {_endpoint(svc.address, svc.port)}"
     return name if svc.family == 6 else name[:33]
 
 
-def _sched_flags(svc: SimService) -> str:
-    names = _SCHED_FLAG_NAMES.get(svc.config.scheduler.value, _GENERIC_FLAG_NAMES)
-    return ",".join(name for bit, name in zip(_SCHED_FLAGS, names) if svc.flags & bit)
+def _sched_flags(svc: VirtualService) -> str:
+    bits = sum(flag.bit for flag in svc.flags)
+    names = _SCHED_FLAG_NAMES.get(svc.scheduler.value, _GENERIC_FLAG_NAMES)
+    return ",".join(name for bit, name in zip(_SCHED_FLAGS, names) if bits & bit)
 
 
-def _service_line(svc: SimService, mode: str, exact: bool) -> str:
+def _service_line(stats: ServiceStats, mode: str, exact: bool) -> str:
+    svc = stats.service
     name = _service_name(svc)
     if mode in ("stats", "rate"):
-        values = svc.stats.counters() if mode == "stats" else svc.stats.rates()
+        values = stats.stats.counters() if mode == "stats" else stats.stats.rates()
         return f"{name:<33}" + "".join(_largenum(v, exact) for v in values) + "\n"
-    line = f"{name} {svc.config.scheduler.value}"
+    line = f"{name} {svc.scheduler.value}"
     flags = _sched_flags(svc)
     if flags:
         line += f" ({flags})"
-    if svc.flags & SVC_PERSISTENT:
-        line += f" persistent {svc.timeout}"
-        if svc.family == 4 and svc.netmask != _U32:
-            line += f" mask {ipaddress.IPv4Address(svc.netmask)}"
-        elif svc.family == 6 and svc.netmask != 128:
-            line += f" mask {svc.netmask}"
-        persistence = svc.config.persistence
-        if persistence is not None and persistence.engine is not None:
+    persistence = svc.persistence
+    if persistence is not None:
+        line += f" persistent {persistence.timeout}"
+        netmask = persistence.prefix(svc.family)
+        if svc.family == 4 and int(netmask) != _U32:
+            line += f" mask {netmask}"
+        elif svc.family == 6 and int(netmask) != 128:
+            line += f" mask {int(netmask)}"
+        if persistence.engine is not None:
             line += f" pe {persistence.engine.value}"
-    if svc.flags & SVC_ONEPACKET:
+    if svc.one_packet:
         line += " ops"
     return line + "\n"
 
 
-def _dest_line(dest: Dest, mode: str, exact: bool) -> str:
-    name = _endpoint(dest.address, dest.port)
-    if dest.family != 6:
+def _real_server_line(stats: RealServerStats, mode: str, exact: bool) -> str:
+    rs = stats.real_server
+    name = _endpoint(rs.address, rs.port)
+    if rs.address.version != 6:
         name = name[:28]
     # ActiveConn and friends are C ints printed with %u.
-    active, inactive, persist = dest.activeconns & _U32, dest.inactconns & _U32, dest.persistconns & _U32
+    active, inactive, persist = stats.active & _U32, stats.inactive & _U32, stats.persistent & _U32
     if mode == "stats":
-        return f"  -> {name:<28}" + "".join(_largenum(v, exact) for v in dest.stats.counters()) + "\n"
+        return f"  -> {name:<28}" + "".join(_largenum(v, exact) for v in stats.stats.counters()) + "\n"
     if mode == "rate":
-        cps, inpps, outpps, inbps, outbps = dest.stats.rates()
+        cps, inpps, outpps, inbps, outbps = stats.stats.rates()
         # The dest line prints the packet rates plainly (%8llu) and only the byte rates as largenum.
         return (f"  -> {name:<28} {cps:8d} {inpps:8d} {outpps:8d}"
                 f"{_largenum(inbps, exact)}{_largenum(outbps, exact)}\n")
     if mode == "thresholds":
-        return (f"  -> {name:<28} {dest.u_threshold & _U32:<10d} {dest.l_threshold & _U32:<10d} "
+        return (f"  -> {name:<28} {rs.u_threshold & _U32:<10d} {rs.l_threshold & _U32:<10d} "
                 f"{active:<10d} {inactive:<10d}\n")
     if mode == "persistent_conn":
-        return f"  -> {name:<28} {dest.weight:<9d} {persist:<11d} {active:<10d} {inactive:<10d}\n"
-    forward = dest.forward.ipvsadm_name
+        return f"  -> {name:<28} {rs.weight:<9d} {persist:<11d} {active:<10d} {inactive:<10d}\n"
+    forward = rs.forward.ipvsadm_name
     if mode == "tun_info":
-        return (f"  -> {name:<28} {forward:<7} {_tunnel_info(dest):<13} {dest.weight:<6d} "
+        return (f"  -> {name:<28} {forward:<7} {_tunnel_info(rs):<13} {rs.weight:<6d} "
                 f"{active:<10d} {inactive:<10d}\n")
-    return f"  -> {name:<28} {forward:<7} {dest.weight:<6d} {active:<10d} {inactive:<10d}\n"
+    return f"  -> {name:<28} {forward:<7} {rs.weight:<6d} {active:<10d} {inactive:<10d}\n"
 
 
-def _tunnel_info(dest: Dest) -> str:
+def _tunnel_info(rs: RealServer) -> str:
     """fwd_tun_info(): ``ipip``, ``gue:<port>:<-c|+c|r+c>``, ``gre:<-c|+c>``; ``n/a`` if no tunnel."""
-    t = dest.tunnel
-    if dest.forward is not ForwardMethod.TUNNEL or t is None:
+    t = rs.tunnel
+    if rs.forward is not ForwardMethod.TUNNEL or t is None:
         return "n/a"
     checksum = _TUNNEL_CHECKSUMS[t.checksum]
     if t.type is TunnelType.GUE:
@@ -249,48 +401,108 @@ def _inet_ntop6(address: IPAddress) -> str:
 # -- /proc/net/ip_vs_conn and ipvsadm -Lnc -----------------------------------------------------------
 
 
-def proc_ip_vs_conn(director: Director) -> str:
+def proc_ip_vs_conn(snapshot: Snapshot) -> str:
     """``/proc/net/ip_vs_conn``: every connection and template in the kernel's hex format.
 
     Addresses and ports are upper-case hex (IPv6 addresses in full, lower case), the state is the
     protocol's (templates show NONE or ASSURED) and Expires is the remaining time in whole
-    seconds. Lines are sorted as the module docstring says, not in the kernel's hash order.
+    seconds. Lines come in the snapshot's order.
 
     Raises:
         Nothing.
     """
-    director.run_timers(director.now())
-    now = director.now()
-    hz = director.profile.hz
-    return PROC_CONN_HEADER + "".join(_proc_line(cp, now, hz) for cp in _sorted_entries(director.entries()))
+    return PROC_CONN_HEADER + "".join(_proc_line(entry) for entry in snapshot.connections)
 
 
-def connections(director: Director, *, persistent_conn: bool = False) -> str:
-    """``ipvsadm -Lnc``: every connection and template, with its remaining time as mm:ss.
+def _proc_line(entry: ConnectionEntry) -> str:
+    """ip_vs_conn_seq_show() for one entry."""
+    protocol = _CONN_PROTOCOLS.get(entry.protocol, f"IP_{entry.protocol}")
+    caddr, vaddr, daddr = entry.client, entry.virtual, entry.destination
+    dest = f"{int(daddr):08X}" if daddr.version == 4 else daddr.exploded
+    if caddr.version == 4:
+        ends = f"{int(caddr):08X} {entry.client_port:04X} {int(vaddr):08X} {entry.virtual_port:04X}"
+    else:
+        ends = f"{caddr.exploded} {entry.client_port:04X} {vaddr.exploded} {entry.virtual_port:04X}"
+    # The kernel appends " <pe name> <pe data>" to Expires for an entry with persistence engine data.
+    pe = f" {entry.pe_name} {entry.pe_data}" if entry.pe_name else ""
+    return (f"{protocol:<3} {ends} {dest} {entry.destination_port:04X} {entry.state:<11} "
+            f"{entry.expires:7d}{pe}\n")
 
-    Args:
-        director: the simulated kernel.
-        persistent_conn: ``--persistent-conn``: the header adds the persistence engine columns.
 
-    Raises:
-        Nothing.
-    """
-    return connections_from_proc(proc_ip_vs_conn(director), persistent_conn=persistent_conn)
-
-
-def connections_from_proc(text: str, *, persistent_conn: bool = False) -> str:
-    """``ipvsadm -Lnc`` made from the text of ``/proc/net/ip_vs_conn``, as ipvsadm 1.31 makes it.
-
-    ipvsadm's list_conn() reads that file and prints each line again (print_conn()); this is the
-    same translation, so a kernel backend can list from the real file.
+def parse_proc_ip_vs_conn(text: str) -> tuple[ConnectionEntry, ...]:
+    """The entries of a ``/proc/net/ip_vs_conn`` text, in its order, read as ipvsadm 1.31 reads it.
 
     Args:
         text: the file's content, header line included.
-        persistent_conn: ``--persistent-conn``: the header adds the persistence engine columns,
-            and lines that carry persistence engine data show it.
 
     Raises:
-        ValueError: a line is not in the file's format.
+        ParseError: a line is not in the file's format; names the line and the token.
+    """
+    entries = []
+    for number, raw in enumerate(text.splitlines()[1:], 2):
+        fields = raw.split()
+        if not fields:
+            continue
+        where = f"/proc/net/ip_vs_conn line {number}"
+        if len(fields) < 9:
+            raise ParseError(where, "line", raw, "has fewer than 9 fields")
+        name, caddr, cport, vaddr, vport, daddr, dport, state, expires = fields[:9]
+        client = _proc_address(where, "FromIP", caddr)
+        entries.append(ConnectionEntry(
+            protocol=_proc_protocol(where, name),
+            client=client,
+            client_port=_proc_number(where, "FPrt", cport, 16),
+            # print_conn() reads the virtual address in the client's family, the destination alone.
+            virtual=_proc_address(where, "ToIP", vaddr, client.version),
+            virtual_port=_proc_number(where, "TPrt", vport, 16),
+            destination=_proc_address(where, "DestIP", daddr),
+            destination_port=_proc_number(where, "DPrt", dport, 16),
+            state=state,
+            expires=_proc_number(where, "Expires", expires, 10),
+            pe_name=fields[9] if len(fields) > 9 else "",
+            pe_data=fields[10] if len(fields) > 10 else "",
+        ))
+    return tuple(entries)
+
+
+def _proc_protocol(where: str, name: str) -> int:
+    if name in _CONN_PROTOCOL_NUMBERS:
+        return _CONN_PROTOCOL_NUMBERS[name]
+    if name.startswith("IP_") and name[3:].isdigit():
+        return int(name[3:])
+    raise ParseError(where, "Pro", name, "is not a protocol the kernel names")
+
+
+def _proc_number(where: str, field: str, text: str, base: int) -> int:
+    try:
+        return int(text, base)
+    except ValueError:
+        raise ParseError(where, field, text, f"is not a base-{base} number") from None
+
+
+def _proc_address(where: str, field: str, text: str, family: int | None = None) -> IPAddress:
+    """print_conn(): an IPv6 address as it stands, else the hex of an IPv4 one."""
+    try:
+        if family != 4 and ":" in text:
+            return ipaddress.IPv6Address(text)
+        return ipaddress.IPv4Address(int(text, 16))
+    except ValueError:
+        raise ParseError(where, field, text, "is not an address in the file's format") from None
+
+
+def connections(snapshot: Snapshot, *, persistent_conn: bool = False) -> str:
+    """``ipvsadm -Lnc``: every connection and template, with its remaining time as mm:ss.
+
+    This is ipvsadm's list_conn(), which reads ``/proc/net/ip_vs_conn`` and prints each line
+    again (print_conn()), made from the entries that file lists.
+
+    Args:
+        snapshot: the connections to list (its services are not read).
+        persistent_conn: ``--persistent-conn``: the header adds the persistence engine columns,
+            and entries that carry persistence engine data show it.
+
+    Raises:
+        Nothing.
     """
     out = ["IPVS connection entries\n"]
     if persistent_conn:
@@ -298,92 +510,17 @@ def connections_from_proc(text: str, *, persistent_conn: bool = False) -> str:
             "state", "source", "virtual", "destination", "pe name", "pe_data"))
     else:
         out.append("pro expire {:<11} {:<18} {:<18} {}\n".format("state", "source", "virtual", "destination"))
-    for raw in text.splitlines()[1:]:
-        fields = raw.split()
-        if not fields:
-            continue
-        if len(fields) < 9:
-            raise ValueError(f"not a /proc/net/ip_vs_conn line: {raw!r}")
-        protocol, caddr, cport, vaddr, vport, daddr, dport, state, expires = fields[:9]
-        client = _proc_address(caddr)
-        # The virtual address is read in the client's family, the destination on its own.
-        source = _endpoint(client, int(cport, 16))
-        virtual = _endpoint(_proc_address(vaddr, client.version), int(vport, 16))
-        destination = _endpoint(_proc_address(daddr), int(dport, 16))
-        secs = int(expires)
+    for entry in snapshot.connections:
+        protocol = _CONN_PROTOCOLS.get(entry.protocol, f"IP_{entry.protocol}")
+        source = _endpoint(entry.client, entry.client_port)
+        virtual = _endpoint(entry.virtual, entry.virtual_port)
+        destination = _endpoint(entry.destination, entry.destination_port)
+        secs = entry.expires
         mmss = f"{secs // 60:02d}:{secs % 60:02d}"
-        line = f"{protocol:<3} {mmss:<6} {state:<11} {source:<18} {virtual:<18} "
-        if persistent_conn and len(fields) >= 11:
-            line += f"{destination:<16} {fields[9]:<18} {fields[10]}"
+        line = f"{protocol:<3} {mmss:<6} {entry.state:<11} {source:<18} {virtual:<18} "
+        if persistent_conn and entry.pe_name:
+            line += f"{destination:<16} {entry.pe_name:<18} {entry.pe_data}"
         else:
             line += destination
         out.append(line + "\n")
     return "".join(out)
-
-
-def _proc_address(text: str, family: int | None = None) -> IPAddress:
-    """print_conn(): an IPv6 address as it stands, else the hex of an IPv4 one."""
-    if family != 4 and ":" in text:
-        return ipaddress.IPv6Address(text)
-    return ipaddress.IPv4Address(int(text, 16))
-
-
-def _sorted_entries(entries: Iterable[Conn]) -> list[Conn]:
-    def key(cp: Conn) -> tuple[int, ...]:
-        caddr, vaddr, daddr = cp.caddr, _vaddr(cp), cp.daddr
-        return (cp.protocol, caddr.version, int(caddr), cp.cport, vaddr.version, int(vaddr), cp.vport,
-                daddr.version, int(daddr), cp.dport, cp.flags & F_TEMPLATE, cp.state)
-
-    return sorted(entries, key=key)
-
-
-def _vaddr(cp: Conn) -> IPAddress:
-    """The virtual address; a fwmark template holds the mark as its first 32 bits instead."""
-    vaddr = cp.vaddr
-    if isinstance(vaddr, int):
-        # union nf_inet_addr fwmark = { .ip = htonl(svc->fwmark) } (ip_vs_sched_persist()).
-        if cp.caddr.version == 4:
-            return ipaddress.IPv4Address(vaddr)
-        return ipaddress.IPv6Address(vaddr << 96)
-    assert isinstance(vaddr, (ipaddress.IPv4Address, ipaddress.IPv6Address))
-    return vaddr
-
-
-def _proc_line(cp: Conn, now: float, hz: int) -> str:
-    """ip_vs_conn_seq_show() for one entry."""
-    protocol = _CONN_PROTOCOLS.get(cp.protocol, f"IP_{cp.protocol}")
-    caddr, vaddr, daddr = cp.caddr, _vaddr(cp), cp.daddr
-    dest = f"{int(daddr):08X}" if daddr.version == 4 else daddr.exploded
-    if caddr.version == 4:
-        ends = f"{int(caddr):08X} {cp.cport:04X} {int(vaddr):08X} {cp.vport:04X}"
-    else:
-        ends = f"{caddr.exploded} {cp.cport:04X} {vaddr.exploded} {cp.vport:04X}"
-    return f"{protocol:<3} {ends} {dest} {cp.dport:04X} {_state_name(cp):<11} {_expires(cp, now, hz):7d}\n"
-
-
-def _state_name(cp: Conn) -> str:
-    """ip_vs_state_name(): the template's or the protocol's name for the state."""
-    state = cp.state
-    if cp.flags & F_TEMPLATE:
-        return _TEMPLATE_STATE_NAMES[state] if state < len(_TEMPLATE_STATE_NAMES) else "ERR!"
-    names: tuple[str, ...]
-    if cp.protocol == TCP:
-        names = tcp.STATE_NAMES
-    elif cp.protocol == UDP:
-        names = (tcp.UDP_STATE_NAME,)
-    elif cp.protocol == SCTP:
-        names = _SCTP_STATE_NAMES
-    else:
-        return "NONE" if cp.protocol == 0 else "ERR!"
-    return names[state] if state < len(names) else "ERR!"
-
-
-def _expires(cp: Conn, now: float, hz: int) -> int:
-    """jiffies_delta_to_msecs(expires - jiffies) / 1000: whole seconds left, never negative.
-
-    The simulator's times are floats; rounding the difference to whole jiffies first keeps float
-    noise (899.9999...) from costing a second.
-    """
-    jiffies = round(max(0.0, cp.expires - now) * hz)
-    msecs = -(-jiffies * 1000 // hz)  # jiffies_to_msecs() rounds up when HZ does not divide 1000
-    return msecs // 1000

@@ -13,7 +13,8 @@ from lbcore.backend import ALL_CAPABILITIES, Capability
 from lbcore.clock import Clock, VirtualClock
 from lbcore.enums import Protocol, Scheduler
 from lbcore.errors import InvalidField, ServiceNotFound
-from lbcore.formats import listing as report
+from lbcore.formats import listing
+from lbcore.formats.trace import Replayer
 from lbcore.model import IPAddress, ServiceKey, Sysctls, Timeouts, VirtualService, _as_address, format_endpoint
 from lbcore.ops import (
     AddRealServer,
@@ -34,6 +35,8 @@ from lbcore.sim import tcp
 from lbcore.sim.director import F_NOOUTPUT, Conn, Director
 from lbcore.sim.dnat import DNATDataPlane
 from lbcore.sim.profile import LINUX_6_1, KernelProfile
+from lbcore.sim.replay import SimReplayer
+from lbcore.sim.snapshot import snapshot
 from lbcore.table import Table
 
 # Bytes the kernel counts per packet (skb->len): the IP header (20 bytes, or 40 for IPv6) plus
@@ -315,7 +318,17 @@ class SimBackend:
             d.packet_out(cp, fin_ack, size)
         d.packet_in(6, c.client, c.client_port, c.vip, c.vport, tcp.ACK, size)
 
-    # -- ipvsadm's listings (sim only) -------------------------------------------------------------
+    def replayer(self) -> Replayer:
+        """A replayer of traces on this simulator (:class:`lbcore.formats.trace.Replayable`).
+
+        Raises:
+            Nothing.
+
+        .. versionadded:: 0.3
+        """
+        return SimReplayer(self)
+
+    # -- ipvsadm's listings (lbcore.backend.Listings) -----------------------------------------------
 
     def _ipvs(self, what: str) -> Director:
         if self.nat is not None:
@@ -323,26 +336,49 @@ class SimBackend:
                                "the DNAT balancer's nat rules")
         return self.director
 
-    def status(self, **options: bool) -> str:
-        """``ipvsadm -Ln`` of the simulated kernel: the guide's "Layer 4 Status". Sim only.
+    def snapshot(self) -> listing.Snapshot:
+        """What ipvsadm's listings show of the simulated kernel now (:mod:`lbcore.formats.listing`).
 
-        ``options`` are :func:`lbcore.formats.listing.status`'s: stats, rate, thresholds,
-        persistent_conn, tun_info, exact, nosort.
+        Connections are sorted (by protocol, source, virtual, destination), not in the kernel's
+        hash order. Timers that are due fire first.
 
         Raises:
-            TypeError: an option that ipvsadm -L does not have.
-        """
-        return report.status(self._ipvs("status"), **options)
+            InvalidField: the data plane is the DNAT balancer's, which has no IPVS to list.
 
-    def connections(self, **options: bool) -> str:
+        .. versionadded:: 0.3
+        """
+        return snapshot(self._ipvs("snapshot"))
+
+    def status(self, *, stats: bool = False, rate: bool = False, thresholds: bool = False,
+               persistent_conn: bool = False, tun_info: bool = False, exact: bool = False,
+               nosort: bool = False) -> str:
+        """``ipvsadm -Ln`` of the simulated kernel: the guide's "Layer 4 Status".
+
+        The options are :func:`lbcore.formats.listing.status`'s. Statistics are the estimator's
+        last snapshot (taken every 2 s), minus the zero point of :meth:`zero`.
+
+        Raises:
+            InvalidField: the data plane is the DNAT balancer's, which has no IPVS to list.
+
+        .. versionchanged:: 0.3 the options are keyword arguments of their own.
+        """
+        return listing.status(snapshot(self._ipvs("status"), connections=False), stats=stats, rate=rate,
+                              thresholds=thresholds, persistent_conn=persistent_conn, tun_info=tun_info,
+                              exact=exact, nosort=nosort)
+
+    def connections(self, *, persistent_conn: bool = False) -> str:
         """``ipvsadm -Lnc`` of the simulated kernel: the guide's "Layer 4 Current Connections".
 
-        ``options`` are :func:`lbcore.formats.listing.connections`'s: persistent_conn. Sim only.
+        The option is :func:`lbcore.formats.listing.connections`'s. Entries are sorted, not in
+        the kernel's hash order.
 
         Raises:
-            TypeError: an option that ipvsadm -Lc does not have.
+            InvalidField: the data plane is the DNAT balancer's, which has no IPVS to list.
+
+        .. versionchanged:: 0.3 the option is a keyword argument of its own.
         """
-        return report.connections(self._ipvs("connections"), **options)
+        return listing.connections(snapshot(self._ipvs("connections"), services=False),
+                                   persistent_conn=persistent_conn)
 
     def connection_counts(self, key: ServiceKey) -> dict[tuple[IPAddress, int], int] | None:
         """Each real server's active + inactive connections in service ``key`` (ipvsadm's
