@@ -20,6 +20,12 @@ nothing else:
 
 ``-Lnc`` lines are compared sorted: the kernel lists its hash table's order (its seed is random),
 the simulator sorts.
+
+NAT only: in the replay topology, DR real servers answer through the director (it routes the
+clients' network), so the kernel's IPVS sees their replies, counts them (OutPkts) and moves the
+state on them (a closed connection ends in TIME_WAIT), whereas the simulator models DR as a
+director sees it when replies bypass it (no OutPkts; FIN_WAIT). That is the topology, not the
+clock, so it is not masked here.
 """
 
 from __future__ import annotations
