@@ -475,3 +475,19 @@ def test_status_of_a_hand_made_snapshot_needs_no_simulator() -> None:
         "  -> 198.51.100.10:80             Route   3      7          2         "]
     assert status(snapshot, rate=True).splitlines()[4] == (
         "  -> 198.51.100.10:80                    1        0        0        0        0")
+
+
+def test_ipvs_backend_reads_the_table_size_from_proc_net_ip_vs() -> None:
+    from lbcore_ipvs import _conn_tab_size
+
+    assert _conn_tab_size("IP Virtual Server version 1.2.1 (size=4096)\nProt LocalAddress:Port ...\n") == 4096
+    with pytest.raises(ParseError) as caught:
+        _conn_tab_size("IP Virtual Server version 1.2.1\n")
+    assert caught.value.owner == "/proc/net/ip_vs line 1" and caught.value.field == "size"
+
+
+def test_ipvs_backend_takes_the_kernels_stats64_nest_as_stats() -> None:
+    from lbcore_ipvs import _stats
+
+    kernel = {"conns": 7, "inpkts": 27, "outpkts": 17, "inbytes": 1460, "outbytes": 1024, "cps": 1}
+    assert _stats(kernel) == Stats(conns=7, inpkts=27, outpkts=17, inbytes=1460, outbytes=1024, cps=1)
