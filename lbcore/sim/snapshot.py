@@ -19,10 +19,11 @@ import attrs
 
 from lbcore.formats.listing import ConnectionEntry, RealServerStats, ServiceStats, Snapshot, Stats
 from lbcore.model import IPAddress, RealServer
-from lbcore.sim import tcp
 from lbcore.sim.director import F_TEMPLATE, SCTP, TCP, UDP, Conn, Director
 from lbcore.sim.state import Dest, SimService
 from lbcore.sim.state import Stats as SimStats
+from lbcore.sim.tcp import STATE_NAMES as TCP_STATE_NAMES
+from lbcore.sim.tcp import UDP_STATE_NAME
 
 # sctp_state_name_table[] (ip_vs_proto_sctp.c), indexed by IP_VS_SCTP_S_*.
 _SCTP_STATE_NAMES = ("NONE", "INIT1", "INIT", "C-SENT", "C-REPLIED", "C-WAIT", "COOKIE",
@@ -104,9 +105,9 @@ def _state_name(cp: Conn) -> str:
         return _TEMPLATE_STATE_NAMES[state] if state < len(_TEMPLATE_STATE_NAMES) else "ERR!"
     names: tuple[str, ...]
     if cp.protocol == TCP:
-        names = tcp.STATE_NAMES
+        names = TCP_STATE_NAMES
     elif cp.protocol == UDP:
-        names = (tcp.UDP_STATE_NAME,)
+        names = (UDP_STATE_NAME,)
     elif cp.protocol == SCTP:
         names = _SCTP_STATE_NAMES
     else:
