@@ -1,7 +1,7 @@
 """IPVS backend speed, inside a real kernel (user-mode Linux), as ratios against ipvsadm.
 
 1. Bulk apply of 1,000 and 5,000 services x 4 real servers to an empty table, against
-   ``ipvsadm -R`` of the same rules (ipvsadm-save format, from lbcore.ipvsadm.dump_save).
+   ``ipvsadm -R`` of the same rules (ipvsadm-save format, from lbcore.formats.ipvsadm.dump_save).
 2. One change (a weight) with 5,000 services present, against the same change with 100.
 3. Re-applying an unchanged config: the mutating netlink messages sent (the target is zero).
 
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from lbcore import Balancer, RealServer, VirtualService
-from lbcore.ipvsadm import dump_save
+from lbcore.formats.ipvsadm import dump_save
 
 REAL_SERVERS = [f"10.200.0.{n}" for n in range(1, 5)]
 

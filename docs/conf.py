@@ -61,11 +61,10 @@ nitpick_ignore_regex = [
 nitpick_ignore = [
     # Type variables in signatures (requires(), sorted_real_servers()): not documented objects.
     ("py:class", "lbcore.testing.conformance.F"),
-    ("py:class", "lbcore.ipvsadm._R"),
-    # The simulator's kernel-side objects, named in the signatures of Connection and of
-    # lbcore.sim.report; they are internals (one module per kernel file) and are not documented.
+    ("py:class", "lbcore.formats.ipvsadm._R"),
+    # The simulator's kernel-side objects, named in the signature of Connection; they are
+    # internals (one module per kernel file) and are not documented.
     ("py:class", "lbcore.sim.director.Conn"),
-    ("py:class", "lbcore.sim.director.Director"),
     # "Raises: Nothing." is how lbcore's docstrings say that a function raises nothing.
     ("py:exc", "Nothing"),
     ("py:exc", "Nothing."),

@@ -5,7 +5,7 @@ One model, several backends: ``sim`` (the default; an in-memory IPVS on a virtua
 an IPVS deployment needs beside IPVS, and a DNAT balancer for hosts without it).
 """
 
-from lbcore.backend import Backend, Capability, ConnectionCounts, Prepared, prepare
+from lbcore.backend import Backend, Capability, ConnectionCounts, Listings, Prepared, prepare
 from lbcore.balancer import Balancer
 from lbcore.clock import Clock, SystemClock, VirtualClock
 from lbcore.composite import Composite
@@ -90,6 +90,7 @@ __all__ = [
     "ForwardMethod",
     "InvalidField",
     "LBError",
+    "Listings",
     "LoopbackVIP",
     "NotFound",
     "NotOwned",

@@ -8,6 +8,7 @@ from typing import Protocol, assert_never, runtime_checkable
 
 from lbcore.enums import ForwardMethod, Scheduler
 from lbcore.errors import Unsupported
+from lbcore.formats.listing import Snapshot
 from lbcore.model import IPAddress, RealServer, ServiceKey, VirtualService
 from lbcore.ops import (
     AddRealServer,
@@ -119,21 +120,6 @@ class Backend(Protocol):
         ...
 
 
-@runtime_checkable
-class ConnectionCounts(Protocol):
-    """An optional feature: the backend counts each real server's connections (a drain waits on them).
-
-    Check with ``isinstance(backend, ConnectionCounts)``; sim, ipvs and a composite whose first
-    backend counts them have it.
-
-    .. versionadded:: 0.3
-    """
-
-    def connection_counts(self, key: ServiceKey) -> dict[tuple[IPAddress, int], int] | None:
-        """Each real server's active + inactive connections in service ``key``; {} for no such
-        service; None when this instance counts none (a sim on the DNAT data plane)."""
-        ...
-
 
 def _service_needs(svc: VirtualService) -> set[Capability]:
     needs = {Capability.for_scheduler(svc.scheduler)}
@@ -214,3 +200,63 @@ def require(backend: Backend, op: Op) -> None:
 ALL_CAPABILITIES = frozenset(Capability)
 #: What the rules of lbcore.rules need: netfilter and policy routing.
 RULE_CAPABILITIES = frozenset(_RULE_CAPABILITY.values())
+
+
+# -- optional features: protocols a backend declares by inheriting them (isinstance, never getattr) --
+
+
+@runtime_checkable
+class ConnectionCounts(Protocol):
+    """An optional feature: the backend counts each real server's connections (a drain waits on them).
+
+    Check with ``isinstance(backend, ConnectionCounts)``; sim, ipvs and a composite whose first
+    backend counts them have it.
+
+    .. versionadded:: 0.3
+    """
+
+    def connection_counts(self, key: ServiceKey) -> dict[tuple[IPAddress, int], int] | None:
+        """Each real server's active + inactive connections in service ``key``; {} for no such
+        service; None when this instance counts none (a sim on the DNAT data plane)."""
+        ...
+
+
+@runtime_checkable
+class Listings(Protocol):
+    """Optional feature: ipvsadm's listings of the backend's data plane.
+
+    A backend with a data plane that ipvsadm could list (the simulator's IPVS, the kernel's)
+    produces a neutral :class:`~lbcore.formats.listing.Snapshot`, and renders it with
+    :mod:`lbcore.formats.listing`, so "Layer 4 Status" and "Layer 4 Current Connections" read the
+    same from every such backend. Ask with ``isinstance(backend, Listings)``, never ``getattr``.
+
+    Not guaranteed: the order of connections (the kernel's is its hash table's), and that the
+    snapshot is atomic (services and connections are read one after the other).
+
+    .. versionadded:: 0.3
+    """
+
+    def snapshot(self) -> Snapshot:
+        """Services with their counters, connections, timeouts: what the listings show now.
+
+        Raises:
+            BackendError: the data plane could not be read.
+        """
+
+    def status(self, *, stats: bool = False, rate: bool = False, thresholds: bool = False,
+               persistent_conn: bool = False, tun_info: bool = False, exact: bool = False,
+               nosort: bool = False) -> str:
+        """``ipvsadm -Ln`` and its variants: the guide's "Layer 4 Status".
+
+        The options are :func:`lbcore.formats.listing.status`'s.
+
+        Raises:
+            BackendError: the data plane could not be read.
+        """
+
+    def connections(self, *, persistent_conn: bool = False) -> str:
+        """``ipvsadm -Lnc``: the guide's "Layer 4 Current Connections".
+
+        Raises:
+            BackendError: the data plane could not be read.
+        """

@@ -6,19 +6,37 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from lbcore.errors import LBError
+from lbcore import Backend, InvalidField, LBError, Listings, open_backend
+from lbcore.formats.trace import Replayable, parse_trace, replay
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from lbcore.sim import SimBackend
-    from lbcore.sim.replay import SimReplayer
-    from lbcore.trace import parse_trace, replay
-
     with open(args.trace, encoding="utf-8") as f:
         events = parse_trace(f.read(), args.trace)
-    for line in replay(events, SimReplayer(SimBackend(seed=args.seed, kernel=args.kernel))):
-        print(line)
+    backend = open_backend("sim", seed=args.seed, kernel=args.kernel)
+    try:
+        if not isinstance(backend, Replayable):  # only if an installed "sim" is not lbcore's own
+            raise InvalidField("lbcore replay", "backend", backend.name, "cannot replay a trace by itself")
+        for line in replay(events, backend.replayer()):
+            print(line)
+        for listing_asked, render in ((args.status, _status), (args.connections, _connections)):
+            if listing_asked:
+                print(render(backend), end="")
+    finally:
+        backend.close()
     return 0
+
+
+def _status(backend: Backend) -> str:
+    if not isinstance(backend, Listings):
+        raise InvalidField("lbcore replay", "--status", backend.name, "has no ipvsadm listings")
+    return backend.status(stats=True) + backend.status()
+
+
+def _connections(backend: Backend) -> str:
+    if not isinstance(backend, Listings):
+        raise InvalidField("lbcore replay", "--connections", backend.name, "has no ipvsadm listings")
+    return backend.connections()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,6 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("trace", help="the trace file (format: docs/traces.md)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random source (twos)")
     p.add_argument("--kernel", default="6.1", help="the kernel release to reproduce: 6.1 (default) or 6.2 (twos)")
+    p.add_argument("--status", action="store_true",
+                   help='then print "Layer 4 Status": ipvsadm -Ln --stats and ipvsadm -Ln')
+    p.add_argument("--connections", action="store_true",
+                   help='then print "Layer 4 Current Connections": ipvsadm -Lnc')
     p.set_defaults(run=_replay)
     args = parser.parse_args(argv)
     try:

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from lbcore.errors import ParseError, ServiceNotFound, Unsupported
+from lbcore.formats.trace import parse_trace, replay
 from lbcore.sim import SimBackend
 from lbcore.sim.replay import SimReplayer
 from lbcore.testing.traces import TraceSpec, random_trace
-from lbcore.trace import parse_trace, replay
 
 KERNEL_TRACES = Path(__file__).parent / "traces" / "kernel-6.1"
 TRACES = sorted(KERNEL_TRACES.glob("*.trace"))
@@ -94,6 +94,33 @@ def test_replay_command_prints_the_kernel_answers() -> None:
     done = run_cli("replay", str(trace))
     assert done.returncode == 0, done.stderr
     assert done.stdout == trace.with_suffix(".kernel").read_text()
+
+
+def test_replay_command_then_prints_layer_4_status_and_current_connections(tmp_path: Path) -> None:
+    trace = tmp_path / "one.trace"
+    trace.write_text("0 rules -A -t 192.0.2.10:80 -s rr\n"
+                     "0 rules -a -t 192.0.2.10:80 -r 198.51.100.11:80 -g -w 1\n"
+                     "0.5 open 1 tcp 203.0.113.5:40001 192.0.2.10:80\n"
+                     "2.5 close 1\n")
+    done = run_cli("replay", "--status", "--connections", str(trace))
+    assert done.returncode == 0, done.stderr
+    # The estimator's snapshot at 2 s counted the handshake's SYN (60 bytes) and ACK (52).
+    assert done.stdout.splitlines() == [
+        "1 198.51.100.11:80",
+        "IP Virtual Server version 1.2.1 (size=4096)",
+        "Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes",
+        "  -> RemoteAddress:Port",
+        "TCP  192.0.2.10:80                       1        2        0      112        0",
+        "  -> 198.51.100.11:80                    1        2        0      112        0",
+        "IP Virtual Server version 1.2.1 (size=4096)",
+        "Prot LocalAddress:Port Scheduler Flags",
+        "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn",
+        "TCP  192.0.2.10:80 rr",
+        "  -> 198.51.100.11:80             Route   1      0          1         ",
+        "IPVS connection entries",
+        "pro expire state       source             virtual            destination",
+        "TCP 02:00  FIN_WAIT    203.0.113.5:40001  192.0.2.10:80      198.51.100.11:80",
+    ]
 
 
 def test_replay_command_exits_non_zero_with_the_typed_error_on_a_bad_rules_line(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 from lbcore import dnat
 from lbcore.backend import Capability, prepare
 from lbcore.errors import BackendError, BackendUnavailable, InvalidField, StateUnknown
-from lbcore.ipvsadm import parse_save
+from lbcore.formats.ipvsadm import parse_save
 from lbcore.model import ServiceKey, VirtualService
 from lbcore.ops import AddRule, DeleteRule, Op, service_keys
 from lbcore.rules import LoopbackVIP, PolicyRoute, Rule, RuleKey, rule_from_text

@@ -36,7 +36,7 @@ from collections.abc import Iterator
 
 from lbcore import dnat
 from lbcore.enums import Protocol
-from lbcore.ipvsadm import real_server_options, service_suffix
+from lbcore.formats.ipvsadm import real_server_options, service_suffix
 from lbcore.model import RealServer, ServiceKey, VirtualService, format_endpoint
 from lbcore.rules import AutoNat, FirewallMark, Redirect, Rule
 from lbcore_iptables import _entries as e

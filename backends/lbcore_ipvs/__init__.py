@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 import attrs
 
-from lbcore.backend import ALL_CAPABILITIES, RULE_CAPABILITIES, Capability, ConnectionCounts, needs, prepare
+from lbcore.backend import ALL_CAPABILITIES, RULE_CAPABILITIES, Capability, ConnectionCounts, Listings, needs, prepare
 from lbcore.enums import Scheduler
 from lbcore.errors import (
     BackendError,
@@ -30,9 +30,11 @@ from lbcore.errors import (
     InvalidField,
     LBError,
     NotOwned,
+    ParseError,
     StateUnknown,
     Unsupported,
 )
+from lbcore.formats import listing
 from lbcore.model import IPAddress, ServiceKey, Sysctls, VirtualService, _as_address
 from lbcore.ops import AddRule, DeleteRule, DeleteService, Op, SetSysctls, service_key, service_keys
 from lbcore.table import Table
@@ -50,9 +52,24 @@ def scheduler_available(scheduler: Scheduler) -> bool:
     modules = Path("/lib/modules", os.uname().release)
     return any((modules / MODULE_DIR).glob(f"{name}.ko*"))
 PROC_CONN = Path("/proc/net/ip_vs_conn")
+PROC_IPVS = Path("/proc/net/ip_vs")
 
 
-class IPVSBackend(ConnectionCounts):
+def _conn_tab_size(text: str) -> int:
+    """The connection table's size from /proc/net/ip_vs's first line (ip_vs_info_seq_show())."""
+    first = text.split("\n", 1)[0]
+    size = first.rpartition("(size=")[2].rstrip(")")
+    if not size.isdigit():
+        raise ParseError("/proc/net/ip_vs line 1", "size", first, "is not 'IP Virtual Server version ... (size=N)'")
+    return int(size)
+
+
+def _stats(kernel: dict[str, int]) -> listing.Stats:
+    """The STATS64 nest of a GET_SERVICE or GET_DEST reply (absent attributes count 0)."""
+    return listing.Stats(**{field.name: kernel.get(field.name, 0) for field in attrs.fields(listing.Stats)})
+
+
+class IPVSBackend(ConnectionCounts, Listings):
     """The kernel's IPVS in the current network namespace.
 
     Args:
@@ -304,11 +321,73 @@ class IPVSBackend(ConnectionCounts):
             return {}
         return {kd.real_server.key: kd.active + kd.inactive for kd in self._kernel_dests(key)}
 
-    def connections(self, persistent_conn: bool = False) -> str:
-        """``ipvsadm -Lnc`` of the whole namespace, from /proc/net/ip_vs_conn (netlink has none)."""
-        from lbcore.sim.report import connections_from_proc
+    # -- ipvsadm's listings (lbcore.backend.Listings) ---------------------------------------------
 
-        return connections_from_proc(PROC_CONN.read_text(), persistent_conn=persistent_conn)
+    def snapshot(self) -> listing.Snapshot:
+        """What ipvsadm's listings show of this kernel now (:mod:`lbcore.formats.listing`).
+
+        Services are those lbcore owns, in the kernel's order, with their real servers (newest
+        first), 64-bit statistics and connection counts read over netlink; connections are every
+        entry of the namespace's ``/proc/net/ip_vs_conn`` (netlink lists none), in the kernel's
+        hash order: a connection of a fwmark service does not say which service it is of.
+
+        Raises:
+            NotOwned: an owned VIP or mark holds a service lbcore cannot express.
+            ParseError: ``/proc/net/ip_vs`` or ``/proc/net/ip_vs_conn`` is not in the kernel's format.
+
+        .. versionadded:: 0.3
+        """
+        return self._snapshot(services=True, connections=True)
+
+    def _snapshot(self, *, services: bool, connections: bool) -> listing.Snapshot:
+        (config,) = self.socket.request(self._codec.CMD_GET_CONFIG, [])
+        return listing.Snapshot(
+            services=self._service_stats() if services else (),
+            connections=listing.parse_proc_ip_vs_conn(PROC_CONN.read_text()) if connections else (),
+            timeouts=self._codec.parse_timeouts(config),
+            conn_tab_size=_conn_tab_size(PROC_IPVS.read_text()),
+        )
+
+    def _service_stats(self) -> list[listing.ServiceStats]:
+        out = []
+        for ks in self._kernel_services():
+            if not self.owns(ks.key):
+                continue
+            if ks.service is None:
+                raise NotOwned(f"the kernel service {ks.key} uses settings lbcore does not model")
+            real_servers = [listing.RealServerStats(kd.real_server, kd.active, kd.inactive, kd.persistent,
+                                                    _stats(kd.stats)) for kd in self._kernel_dests(ks.key)]
+            out.append(listing.ServiceStats(ks.service, real_servers, _stats(ks.stats)))
+        return out
+
+    def status(self, *, stats: bool = False, rate: bool = False, thresholds: bool = False,
+               persistent_conn: bool = False, tun_info: bool = False, exact: bool = False,
+               nosort: bool = False) -> str:
+        """``ipvsadm -Ln`` of the services lbcore owns: the guide's "Layer 4 Status".
+
+        The options are :func:`lbcore.formats.listing.status`'s; the text is ipvsadm 1.31's (with
+        every service lbcore's, it is ``ipvsadm -Ln``'s own).
+
+        Raises:
+            NotOwned: an owned VIP or mark holds a service lbcore cannot express.
+            ParseError: ``/proc/net/ip_vs`` is not in the kernel's format.
+
+        .. versionadded:: 0.3
+        """
+        return listing.status(self._snapshot(services=True, connections=False), stats=stats, rate=rate,
+                              thresholds=thresholds, persistent_conn=persistent_conn, tun_info=tun_info,
+                              exact=exact, nosort=nosort)
+
+    def connections(self, *, persistent_conn: bool = False) -> str:
+        """``ipvsadm -Lnc`` of the whole namespace, from /proc/net/ip_vs_conn (netlink has none).
+
+        Raises:
+            ParseError: the file is not in the kernel's format.
+
+        .. versionchanged:: 0.3 ``persistent_conn`` is keyword-only.
+        """
+        snapshot = listing.Snapshot(connections=listing.parse_proc_ip_vs_conn(PROC_CONN.read_text()))
+        return listing.connections(snapshot, persistent_conn=persistent_conn)
 
     def start_daemon(self, state: str, interface: str, syncid: int = 0) -> None:
         """Start the connection sync daemon (``state`` "master" or "backup"), as ipvsadm --start-daemon.

@@ -9,18 +9,21 @@ from typing import ClassVar
 import attrs
 
 from lbcore import dnat
-from lbcore.backend import ALL_CAPABILITIES, Capability, ConnectionCounts, prepare
+from lbcore.backend import ALL_CAPABILITIES, Capability, ConnectionCounts, Listings, prepare
 from lbcore.clock import Clock, VirtualClock
 from lbcore.enums import Protocol, Scheduler
 from lbcore.errors import InvalidField, ServiceNotFound
+from lbcore.formats import listing
+from lbcore.formats.trace import Replayer
 from lbcore.model import IPAddress, ServiceKey, Sysctls, Timeouts, VirtualService, _as_address, format_endpoint
 from lbcore.ops import Op
 from lbcore.rules import FirewallMark, firewall_mark
-from lbcore.sim import report
 from lbcore.sim._dataplane import DataPlane, IPVSDataPlane
 from lbcore.sim.director import Conn, Director
 from lbcore.sim.dnat import DNATDataPlane
 from lbcore.sim.profile import LINUX_6_1, KernelProfile
+from lbcore.sim.replay import SimReplayer
+from lbcore.sim.snapshot import snapshot
 from lbcore.table import Table
 
 EPHEMERAL_PORTS = (32768, 60999)  # net.ipv4.ip_local_port_range
@@ -55,7 +58,7 @@ class Connection:
         return format_endpoint(self.real_server, self.real_port)
 
 
-class SimBackend(ConnectionCounts):
+class SimBackend(ConnectionCounts, Listings):
     """The simulator: lbcore's control plane on an in-memory model of the kernel's IPVS.
 
     Args:
@@ -232,7 +235,17 @@ class SimBackend(ConnectionCounts):
         c = connection
         self._plane.disconnect(c.protocol, c.client, c.client_port, c.vip, c.vport, c._conn)
 
-    # -- ipvsadm's listings (sim only) -------------------------------------------------------------
+    def replayer(self) -> Replayer:
+        """A replayer of traces on this simulator (:class:`lbcore.formats.trace.Replayable`).
+
+        Raises:
+            Nothing.
+
+        .. versionadded:: 0.3
+        """
+        return SimReplayer(self)
+
+    # -- ipvsadm's listings (lbcore.backend.Listings) -----------------------------------------------
 
     def _ipvs(self, what: str) -> Director:
         if self.dataplane != "ipvs":
@@ -240,26 +253,49 @@ class SimBackend(ConnectionCounts):
                                "the DNAT balancer's nat rules")
         return self.director
 
-    def status(self, **options: bool) -> str:
-        """``ipvsadm -Ln`` of the simulated kernel: the guide's "Layer 4 Status". Sim only.
+    def snapshot(self) -> listing.Snapshot:
+        """What ipvsadm's listings show of the simulated kernel now (:mod:`lbcore.formats.listing`).
 
-        ``options`` are :func:`lbcore.sim.report.status`'s: stats, rate, thresholds,
-        persistent_conn, tun_info, exact, nosort.
+        Connections are sorted (by protocol, source, virtual, destination), not in the kernel's
+        hash order. Timers that are due fire first.
 
         Raises:
-            TypeError: an option that ipvsadm -L does not have.
-        """
-        return report.status(self._ipvs("status"), **options)
+            InvalidField: the data plane is the DNAT balancer's, which has no IPVS to list.
 
-    def connections(self, **options: bool) -> str:
+        .. versionadded:: 0.3
+        """
+        return snapshot(self._ipvs("snapshot"))
+
+    def status(self, *, stats: bool = False, rate: bool = False, thresholds: bool = False,
+               persistent_conn: bool = False, tun_info: bool = False, exact: bool = False,
+               nosort: bool = False) -> str:
+        """``ipvsadm -Ln`` of the simulated kernel: the guide's "Layer 4 Status".
+
+        The options are :func:`lbcore.formats.listing.status`'s. Statistics are the estimator's
+        last snapshot (taken every 2 s), minus the zero point of :meth:`zero`.
+
+        Raises:
+            InvalidField: the data plane is the DNAT balancer's, which has no IPVS to list.
+
+        .. versionchanged:: 0.3 the options are keyword arguments of their own.
+        """
+        return listing.status(snapshot(self._ipvs("status"), connections=False), stats=stats, rate=rate,
+                              thresholds=thresholds, persistent_conn=persistent_conn, tun_info=tun_info,
+                              exact=exact, nosort=nosort)
+
+    def connections(self, *, persistent_conn: bool = False) -> str:
         """``ipvsadm -Lnc`` of the simulated kernel: the guide's "Layer 4 Current Connections".
 
-        ``options`` are :func:`lbcore.sim.report.connections`'s: persistent_conn. Sim only.
+        The option is :func:`lbcore.formats.listing.connections`'s. Entries are sorted, not in
+        the kernel's hash order.
 
         Raises:
-            TypeError: an option that ipvsadm -Lc does not have.
+            InvalidField: the data plane is the DNAT balancer's, which has no IPVS to list.
+
+        .. versionchanged:: 0.3 the option is a keyword argument of its own.
         """
-        return report.connections(self._ipvs("connections"), **options)
+        return listing.connections(snapshot(self._ipvs("connections"), services=False),
+                                   persistent_conn=persistent_conn)
 
     def connection_counts(self, key: ServiceKey) -> dict[tuple[IPAddress, int], int] | None:
         """Each real server's active + inactive connections in service ``key`` (ipvsadm's

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from lbcore.balancer import Balancer
-from lbcore.sim.backend import Connection, SimBackend
-from lbcore.trace import Close, Open
+from lbcore.formats.trace import Close, Open
+
+if TYPE_CHECKING:  # the backend makes replayers (SimBackend.replayer()): no import back at run time
+    from lbcore.sim.backend import Connection, SimBackend
 
 
 class SimReplayer:
     """Replays a trace on a :class:`SimBackend`: the clock jumps to each event's time."""
 
-    def __init__(self, backend: SimBackend | None = None) -> None:
-        self.backend = backend if backend is not None else SimBackend()
+    def __init__(self, backend: SimBackend) -> None:
+        self.backend = backend
         self.balancer = Balancer(self.backend)
         self._start = self.backend.clock.now()
         self._open: dict[str, Connection] = {}

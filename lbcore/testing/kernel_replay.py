@@ -28,7 +28,7 @@ from typing import IO
 
 from lbcore.balancer import Balancer
 from lbcore.errors import InvalidField, Unsupported
-from lbcore.trace import Close, Event, Open, Rules, Sysctl
+from lbcore.formats.trace import Close, Event, Open, Rules, Sysctl
 
 CLIENT_NS = "lbc"
 DIRECTOR_CLIENT_SIDE = "10.0.0.1"

@@ -26,13 +26,13 @@ import pytest
 from lbcore_ipvs import IPVSBackend
 
 from lbcore import Balancer, Scheduler, SetSysctls, SetTimeouts, Sysctls, Timeouts
-from lbcore.ipvsadm import dump_save
+from lbcore.formats.ipvsadm import dump_save
+from lbcore.formats.listing import proc_ip_vs_conn
+from lbcore.formats.trace import parse_trace, replay
 from lbcore.sim import SimBackend
 from lbcore.sim.replay import SimReplayer
-from lbcore.sim.report import proc_ip_vs_conn
 from lbcore.testing.kernel_replay import KernelReplayer, topology_for
 from lbcore.testing.traces import TraceSpec, random_trace
-from lbcore.trace import parse_trace, replay
 
 pytestmark = pytest.mark.kernel
 
@@ -101,7 +101,7 @@ def test_kernel_and_simulator_agree_connection_by_connection(scheduler: str, mod
     vip_hex = f"{int.from_bytes(bytes(map(int, vip.split('.'))), 'big'):08X}"
     assert [line for line in kernel_save.splitlines() if vip in line] == dump_save(sim.read()).splitlines()
     dests = {f"{int(rs.address):08X}" for svc in sim.read() for rs in svc.real_servers}
-    mine, theirs = (conn_lines(proc_ip_vs_conn(sim.director), vip_hex, dests),
+    mine, theirs = (conn_lines(proc_ip_vs_conn(sim.snapshot()), vip_hex, dests),
                     conn_lines(kernel_conns, vip_hex, dests))
     # Entries within 2 s of expiry may have gone on one side only (timer ticks vs recorded times).
     lasting = {k for k, left in mine.items() if left > 2} | {k for k, left in theirs.items() if left > 2}

@@ -8,6 +8,7 @@ import pytest
 
 from lbcore import (
     AddRealServer,
+    AddService,
     EditRealServer,
     EditService,
     ForwardMethod,
@@ -20,7 +21,7 @@ from lbcore import (
     Tunnel,
     VirtualService,
 )
-from lbcore.ipvsadm import dump_save, parse_command, parse_save
+from lbcore.formats.ipvsadm import dump_save, parse_command, parse_save
 
 SAVED = """\
 -A -t 10.0.0.1:80 -s wrr -p 360 -M 255.255.255.0
@@ -57,6 +58,19 @@ def test_thresholds_are_not_saved_unless_asked() -> None:
 def test_persistent_without_a_value_is_360_seconds() -> None:
     (op,) = parse_command("-A -t 10.0.0.1:80 -s rr -p", Table())
     assert op.service.persistence == Persistence(timeout=360)  # type: ignore[union-attr]
+
+
+def test_a_command_pasted_from_the_guide_with_its_leading_ipvsadm_is_read() -> None:
+    guide = "ipvsadm -A -t 192.168.2.202:8080 -s wlc -p 3600"
+    assert parse_command(guide, Table()) == parse_command(guide.removeprefix("ipvsadm "), Table()) == [
+        AddService(VirtualService("tcp", "192.168.2.202", 8080, scheduler="wlc", persistence=Persistence(3600)))]
+    assert parse_command("/sbin/ipvsadm --set 0 30 0", Table(timeouts=Timeouts())) == [
+        SetTimeouts(Timeouts(900, 30, 300))]
+
+
+def test_a_rules_file_of_pasted_commands_is_read_like_a_saved_one() -> None:
+    pasted = "".join(f"ipvsadm {line}\n" for line in SAVED.splitlines())
+    assert dump_save(parse_save(pasted)) == SAVED
 
 
 def test_edit_server_sends_every_field_so_a_forgotten_m_means_dr() -> None:

@@ -9,6 +9,8 @@ A trace is one event per line (``#`` starts a comment; times are seconds from th
 
 :func:`replay` runs one against any :class:`Replayer`; the rules and sysctl lines always go through
 a :class:`~lbcore.balancer.Balancer`, so the simulator and a kernel apply them the same way.
+
+.. versionchanged:: 0.3 moved from ``lbcore.trace``.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from typing import Protocol as TypingProtocol
+from typing import runtime_checkable
 
 import attrs
 
 from lbcore.balancer import Balancer
 from lbcore.enums import Protocol
 from lbcore.errors import InvalidField, ParseError
-from lbcore.ipvsadm import parse_command
+from lbcore.formats.ipvsadm import parse_command
 from lbcore.model import IPAddress, Sysctls
 from lbcore.ops import SetSysctls
 
@@ -146,6 +149,21 @@ class Replayer(TypingProtocol):
 
     def close(self, event: Close) -> None:
         """Close the connection ``event.id`` as its client would."""
+        ...
+
+
+@runtime_checkable
+class Replayable(TypingProtocol):
+    """Optional feature: a backend that replays a trace by itself, on its own clock (the simulator).
+
+    Ask with ``isinstance(backend, Replayable)``. A kernel backend is not: its side of a replay
+    needs clients and real servers that send real traffic.
+
+    .. versionadded:: 0.3
+    """
+
+    def replayer(self) -> Replayer:
+        """A new :class:`Replayer` on this backend, starting now."""
         ...
 
 

@@ -4,6 +4,8 @@ Commands are read with ipvsadm 1.31's defaults and quirks, so a rules file means
 means to ipvsadm: ``-A``/``-E`` default to wlc, ``-a``/``-e`` to DR with weight 1 (an edit sends
 every field, so a forgotten ``-m`` switches a real server to DR), ``-p`` alone is 360 s, ``-E``
 without ``-p`` drops persistence, and a DR or tunnel real server takes the virtual port.
+
+.. versionchanged:: 0.3 moved from ``lbcore.ipvsadm``.
 """
 
 from __future__ import annotations
@@ -73,6 +75,13 @@ _FLAGS = {"-6": "ipv6", "--ipv6": "ipv6", "-o": "ops", "--ops": "ops", "-n": "nu
           "--tun-remcsum": "remcsum"}
 
 
+def _without_program(words: list[str]) -> list[str]:
+    """The words after a leading ``ipvsadm`` (or ``/sbin/ipvsadm``), as a guide's commands have it."""
+    if words and words[0].rpartition("/")[2] == "ipvsadm":
+        return words[1:]
+    return words
+
+
 class _Line:
     """One command line, split into its command and options."""
 
@@ -82,6 +91,7 @@ class _Line:
             tokens = shlex.split(text, comments=True)
         except ValueError as exc:
             raise ParseError(where, "line", text, f"cannot be split: {exc}") from None
+        tokens = _without_program(tokens)
         self.command = ""
         self.service: tuple[str, str] | None = None  # (option, value)
         self.values: dict[str, str] = {}
@@ -233,7 +243,7 @@ def _real_server(line: _Line, key: ServiceKey) -> RealServer:
 
 
 def parse_command(text: str, table: Table, where: str = "ipvsadm") -> list[Op]:
-    """The ops of one ipvsadm command line (without the leading ``ipvsadm``).
+    """The ops of one ipvsadm command line, with or without the leading ``ipvsadm``.
 
     ``table`` is the state the command applies to: ``--set`` keeps a timeout given as 0, and
     ``-C`` deletes the services the table holds.
@@ -241,6 +251,8 @@ def parse_command(text: str, table: Table, where: str = "ipvsadm") -> list[Op]:
     Raises:
         ParseError: the line is not an ipvsadm command lbcore knows; names the option and value.
         InvalidField: a value the model refuses (a port of 70000, an unknown scheduler, ...).
+
+    .. versionchanged:: 0.3 a leading ``ipvsadm`` (a command pasted from a guide) is accepted.
     """
     try:
         line = _Line(text, where)
@@ -289,7 +301,7 @@ def parse_save(text: str) -> Table:
     table = Table()
     pending: list[Op] = []
     for number, raw in enumerate(text.splitlines(), 1):
-        words = raw.split()
+        words = _without_program(raw.split())
         if not words or words[0].startswith("#"):
             continue
         if words[0] in _READS_TABLE:  # the only lines whose ops depend on the table so far
