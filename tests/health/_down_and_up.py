@@ -48,18 +48,21 @@ class DownAndUp:
     to_up_results: list[CheckResult]
 
 
-def assert_down_and_up(run: DownAndUp, early: float = 0.0) -> None:
+def assert_down_and_up(run: DownAndUp, timeouts: bool = True) -> None:
     """Down at weight 0 after exactly ``fall`` failed checks, none sooner than they can take; up
     again after ``rise`` passed checks in a row.
 
-    The first check after the passed one starts when that one has ended, and each failed check
-    takes its timeout (or up to ``early`` s less, for a failure that comes at once), and checks of one
-    real server never overlap, so down comes no sooner than ``(fall - 1) * max(interval, timeout)
-    + timeout`` after the passed check. Load only delays it.
+    The first check after the passed one starts when that one has ended, checks of one real server
+    never overlap, and with ``timeouts`` each failed check takes its timeout, so down comes no sooner
+    than ``(fall - 1) * max(interval, timeout) + timeout`` after the passed check (without, failures
+    may come at once: ``(fall - 1) * interval``). Load only delays it.
     """
     assert run.weight_down == 0
     assert [r.ok for r in run.to_down_results] == [False] * POLICY.fall, run.to_down_results
-    soonest = (POLICY.fall - 1) * max(POLICY.interval, POLICY.timeout) + POLICY.timeout - early
+    if timeouts:
+        soonest = (POLICY.fall - 1) * max(POLICY.interval, POLICY.timeout) + POLICY.timeout
+    else:
+        soonest = (POLICY.fall - 1) * POLICY.interval
     assert run.to_down >= soonest - 0.001, (run.to_down, soonest)
     assert run.to_up >= 0.0
     assert [r.ok for r in run.to_up_results[-POLICY.rise:]] == [True] * POLICY.rise, run.to_up_results
