@@ -68,27 +68,36 @@ def assert_down_and_up(run: DownAndUp, timeouts: bool = True) -> None:
     assert [r.ok for r in run.to_up_results[-POLICY.rise:]] == [True] * POLICY.rise, run.to_up_results
 
 
-async def wait_for(monitor: Monitor, kind: EventKind, after: int, limit: float = DEADLINE) -> Event:
-    """The first event of ``kind`` after the first ``after`` events, waiting up to ``limit`` s."""
+async def wait_until(done: Callable[[], bool], what: str, limit: float = DEADLINE) -> None:
+    """Wait until ``done()``, up to ``limit`` s; fail naming ``what`` was awaited."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit
-    while loop.time() < deadline:
-        for event in monitor.events[after:]:
-            if event.kind is kind:
-                return event
+    while not done():
+        if loop.time() >= deadline:
+            raise AssertionError(f"{what}: not within {limit} s")
         await asyncio.sleep(0.005)
-    raise AssertionError(f"no {kind} event within {limit} s: {monitor.events}")
+
+
+async def wait_for(monitor: Monitor, kind: EventKind, after: int, limit: float = DEADLINE) -> Event:
+    """The first event of ``kind`` after the first ``after`` events, waiting up to ``limit`` s."""
+    def found() -> list[Event]:
+        return [event for event in monitor.events[after:] if event.kind is kind]
+
+    await wait_until(lambda: bool(found()), f"a {kind} event after {monitor.events[:after]}: {monitor.events}", limit)
+    return found()[0]
 
 
 async def wait_for_count(monitor: Monitor, count: int, limit: float = DEADLINE) -> list[Event]:
     """The monitor's events once there are ``count`` of them, waiting up to ``limit`` s."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limit
-    while len(monitor.events) < count:
-        if loop.time() >= deadline:
-            raise AssertionError(f"{len(monitor.events)} of {count} events within {limit} s: {monitor.events}")
-        await asyncio.sleep(0.005)
+    await wait_until(lambda: len(monitor.events) >= count, f"{count} events: {monitor.events}", limit)
     return list(monitor.events)
+
+
+async def wait_for_passes(monitor: Monitor, count: int, limit: float = DEADLINE) -> None:
+    """Wait until ``count`` checks have passed from now on (the target answers, as the script assumes)."""
+    passed: list[CheckResult] = []
+    monitor.on_result(lambda result: passed.append(result) if result.ok else None)
+    await wait_until(lambda: len(passed) >= count, f"{count} passed checks", limit)
 
 
 async def down_and_up(service: VirtualService, check: Check, fail: Callable[[], None],

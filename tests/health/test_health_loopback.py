@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _down_and_up import POLICY, DownAndUp, assert_down_and_up, down_and_up, wait_for_count
+from _down_and_up import POLICY, DownAndUp, assert_down_and_up, down_and_up, wait_for_count, wait_for_passes
 
 from lbcore import Balancer, RealServer, SystemClock, VirtualService
 from lbcore.health import (
@@ -433,6 +433,7 @@ def run_both() -> tuple[list[int], list[Event], list[Event]]:
         stream = monitor.queue()
         monitor.start()
         try:
+            await wait_for_passes(monitor, 2 * len(servers))  # as in the simulator: both answer first
             for at, index, action in SCRIPT:
                 await wait_for_count(monitor, sum(1 for e in simulated if e.time < at))
                 server = servers[index]

@@ -21,7 +21,15 @@ from typing import Any, TypeVar
 
 import attrs
 import pytest
-from _down_and_up import POLICY, DownAndUp, assert_down_and_up, down_and_up, wait_for, wait_for_count
+from _down_and_up import (
+    POLICY,
+    DownAndUp,
+    assert_down_and_up,
+    down_and_up,
+    wait_for,
+    wait_for_count,
+    wait_for_passes,
+)
 
 from lbcore import Balancer, InvalidField, RealServer, SystemClock, VirtualService
 from lbcore.health import (
@@ -240,11 +248,11 @@ def test_ping_check_takes_a_host_down_when_its_namespace_is_deleted(pair: Pair) 
                                                          action="remove")], prober)
         monitor.start()
         try:
-            await asyncio.sleep(0.25)
+            await wait_for_passes(monitor, 4)  # both addresses answer, twice
             assert monitor.events == []
             pair.delete_target()
             await wait_for(monitor, EventKind.DOWN, 0)
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(POLICY.interval * 3)  # room for an event that should not come
         finally:
             monitor.stop()
             prober.close()
@@ -285,6 +293,7 @@ def test_the_same_ping_scenario_gives_the_same_events_in_the_simulator_and_for_r
         monitor = Monitor(Balancer(SimBackend(clock=SystemClock())), [config()], real_prober)
         monitor.start()
         try:
+            await wait_for_passes(monitor, 2)  # as in the simulator: the target answers first
             for at, action in SCRIPT:
                 await wait_for_count(monitor, sum(1 for e in simulated.events if e.time < at))
                 getattr(pair, action)()
