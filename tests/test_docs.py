@@ -70,3 +70,11 @@ def test_every_example_the_docs_include_exists() -> None:
                 for m in re.findall(r"literalinclude\} ((?:\.\./)+examples/\S+)", p.read_text())]
     assert included
     assert all((ROOT / "examples" / Path(m).name).exists() for m in included), included
+
+
+def test_ci_runs_the_readmes_test_command_and_the_first_command_runs_the_main_job() -> None:
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("```sh\n", 1)[1].split("```", 1)[0]
+    first, tests = [line for line in block.splitlines() if line and not line.startswith("#")]
+    assert first.endswith("examples/01_option_1a.py") and (ROOT / first.split()[-1]).exists()
+    assert tests in (ROOT / ".ci" / "run").read_text().splitlines()
