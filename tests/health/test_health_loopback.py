@@ -1,7 +1,8 @@
 """The monitor for real: asyncio probes against servers these tests start on 127.0.0.1.
 
 Each server can "hang": it stops answering, as a stuck or unplugged server does, so that checks time
-out. The time from the last passed check to weight 0 is then interval * fall + timeout.
+out, and the monitor takes it down after ``fall`` of them. These tests assert outcome and order, not
+times (see _down_and_up.py): the times are the simulator's to prove, on the virtual clock.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _down_and_up import POLICY, assert_timing, down_and_up
+from _down_and_up import POLICY, DownAndUp, assert_down_and_up, down_and_up, wait_for_count, wait_for_passes
 
 from lbcore import Balancer, RealServer, SystemClock, VirtualService
 from lbcore.health import (
@@ -257,75 +258,76 @@ def tls_context(directory: Path, names: list[str]) -> ssl.SSLContext:
 # -- the scenario ------------------------------------------------------------------------------------
 
 
-async def stop_and_restart(server: Server, check: Check, protocol: str = "tcp") -> tuple[float, float, int]:
-    """Hang the server just after a passed check; serve again once down.
-
-    Returns:
-        Seconds from the passed check to down, from serving again to up, and the weight while down.
-    """
+async def stop_and_restart(server: Server, check: Check, protocol: str = "tcp") -> DownAndUp:
+    """Hang the server just after a passed check; serve again once down."""
     service = VirtualService(protocol=protocol, address=VIP, port=80, scheduler="wlc",
                              real_servers=[RealServer(LOCAL, server.port, forward="nat", weight=3)])
     try:
-        to_down, to_up, weight_down, _ = await down_and_up(service, check, server.hang, server.serve)
+        return await down_and_up(service, check, server.hang, server.serve)
     finally:
         server.close()
-    return to_down, to_up, weight_down
 
 
-def test_tcp_check_takes_a_hung_server_down_in_interval_times_fall_plus_timeout() -> None:
-    async def main() -> tuple[float, float, int]:
+def assert_hung_then_served(run: DownAndUp) -> None:
+    """Taken down by checks that timed out (a hung server answers nothing), and back."""
+    assert_down_and_up(run)
+    assert all(r.detail.startswith("no answer within") for r in run.to_down_results), run.to_down_results
+
+
+def test_tcp_check_takes_a_hung_server_down_after_fall_timeouts_and_back() -> None:
+    async def main() -> DownAndUp:
         return await stop_and_restart(TCPServer(asyncio.get_running_loop()), TCPCheck())
 
-    assert_timing(*asyncio.run(main()))
+    assert_hung_then_served(asyncio.run(main()))
 
 
 def test_http_check_takes_a_hung_server_down_and_back() -> None:
-    async def main() -> tuple[float, float, int]:
+    async def main() -> DownAndUp:
         server = await StreamServer(http_answer()).start()
         return await stop_and_restart(server, HTTPCheck(path="/health", host="web.test", body="ok"))
 
-    assert_timing(*asyncio.run(main()))
+    assert_hung_then_served(asyncio.run(main()))
 
 
 def test_https_check_with_sni_takes_a_hung_server_down_and_back(tmp_path: Path) -> None:
     names: list[str] = []
 
-    async def main() -> tuple[float, float, int]:
+    async def main() -> DownAndUp:
         server = await StreamServer(http_answer()).start(tls_context(tmp_path, names))
         return await stop_and_restart(server, HTTPCheck(https=True, sni="web.test"))
 
-    assert_timing(*asyncio.run(main()))
+    assert_hung_then_served(asyncio.run(main()))
     assert set(names) == {"web.test"}
 
 
 def test_udp_check_takes_a_silent_server_down_and_back() -> None:
-    async def main() -> tuple[float, float, int]:
+    async def main() -> DownAndUp:
         server = await DatagramServer(echo).start()
         return await stop_and_restart(server, UDPCheck(payload=b"ping", reply=b"^pong ping$"), "udp")
 
-    assert_timing(*asyncio.run(main()))
+    assert_hung_then_served(asyncio.run(main()))
 
 
 def test_dns_check_takes_a_silent_resolver_down_and_back() -> None:
-    async def main() -> tuple[float, float, int]:
+    async def main() -> DownAndUp:
         server = await DatagramServer(dns_answer).start()
         return await stop_and_restart(server, DNSCheck(name="web.test", type="A"), "udp")
 
-    assert_timing(*asyncio.run(main()))
+    assert_hung_then_served(asyncio.run(main()))
 
 
 def test_smtp_check_takes_a_silent_server_down_and_back() -> None:
-    async def main() -> tuple[float, float, int]:
+    async def main() -> DownAndUp:
         server = await StreamServer(smtp_answer).start()
         return await stop_and_restart(server, SMTPCheck())
 
-    assert_timing(*asyncio.run(main()))
+    assert_hung_then_served(asyncio.run(main()))
 
 
 # -- single probes: what counts as up -----------------------------------------------------------------
 
 
-async def ask(check: Check, port: int, timeout: float = 1.0) -> tuple[bool, str]:
+async def ask(check: Check, port: int, timeout: float = 10.0) -> tuple[bool, str]:
     prober = AsyncioProber()
     outcome: asyncio.Future[tuple[bool, str]] = prober.loop.create_future()
     probe = probe_for(check, Policy(timeout=timeout), ipaddress.ip_address(LOCAL), port)
@@ -365,7 +367,7 @@ def test_refused_connection_and_port_unreachable_fail_at_once() -> None:
     sock.close()  # nothing listens there now
 
     async def main() -> list[tuple[bool, str]]:
-        return [await ask(check, port, timeout=2.0) for check in (TCPCheck(), UDPCheck(), SMTPCheck())]
+        return [await ask(check, port) for check in (TCPCheck(), UDPCheck(), SMTPCheck())]
 
     outcomes = asyncio.run(main())
     assert [ok for ok, _ in outcomes] == [False, False, False]
@@ -386,9 +388,11 @@ def test_exec_check_uses_the_exit_status_and_kills_on_timeout() -> None:
 
 # -- the same scenario in the simulator and for real --------------------------------------------------
 
-# (seconds from start, server index, "fail" or "recover")
-SCRIPT = [(0.35, 0, "fail"), (0.95, 1, "fail"), (1.55, 0, "recover")]
-END = 2.1
+# (seconds from start, server index, "fail" or "recover"). In the simulator the steps happen at these
+# times; for real, each step waits until the events the simulator saw before it have happened, so
+# the comparison holds however slowly the machine runs.
+SCRIPT = [(0.35, 0, "fail"), (2.35, 1, "fail"), (4.35, 0, "recover")]
+END = 6.0
 
 
 def comparison_config(ports: list[int]) -> CheckedService:
@@ -412,33 +416,44 @@ def run_in_simulator(ports: list[int]) -> list[Event]:
     return monitor.events
 
 
-def run_for_real() -> tuple[list[int], list[Event]]:
-    async def main() -> tuple[list[int], list[Event]]:
+def run_both() -> tuple[list[int], list[Event], list[Event]]:
+    """The script in the simulator, then for real: its steps in order, each once the simulator's
+    events before it have happened.
+
+    Returns:
+        The two servers' ports, the simulated events and the real ones.
+    """
+    async def main() -> tuple[list[int], list[Event], list[Event]]:
         loop = asyncio.get_running_loop()
         servers = [TCPServer(loop), TCPServer(loop)]
+        ports = [server.port for server in servers]
+        simulated = run_in_simulator(ports)
         prober = AsyncioProber()
-        monitor = Monitor(Balancer(SimBackend(clock=SystemClock())),
-                          [comparison_config([s.port for s in servers])], prober)
+        monitor = Monitor(Balancer(SimBackend(clock=SystemClock())), [comparison_config(ports)], prober)
         stream = monitor.queue()
-        start = loop.time()
-        for at, index, action in SCRIPT:
-            loop.call_at(start + at, getattr(servers[index], "hang" if action == "fail" else "serve"))
         monitor.start()
-        await asyncio.sleep(END)
-        monitor.stop()
+        try:
+            await wait_for_passes(monitor, 2 * len(servers))  # as in the simulator: both answer first
+            for at, index, action in SCRIPT:
+                await wait_for_count(monitor, sum(1 for e in simulated if e.time < at))
+                server = servers[index]
+                server.hang() if action == "fail" else server.serve()
+            await wait_for_count(monitor, len(simulated))
+            await asyncio.sleep(POLICY.interval * 3)  # room for an event the simulator did not see
+        finally:
+            monitor.stop()
+            prober.close()
+            for server in servers:
+                server.close()
         streamed = [stream.get_nowait() for _ in range(stream.qsize())]
         assert streamed == monitor.events
-        prober.close()
-        for server in servers:
-            server.close()
-        return [s.port for s in servers], monitor.events
+        return ports, simulated, monitor.events
 
     return asyncio.run(main())
 
 
 def test_the_same_scenario_gives_the_same_events_in_the_simulator_and_for_real() -> None:
-    ports, real = run_for_real()
-    simulated = run_in_simulator(ports)
+    ports, simulated, real = run_both()
     a, b = f"{LOCAL}:{ports[0]}", f"{LOCAL}:{ports[1]}"
     assert summary(simulated) == [("down", a), ("down", b), ("quorum_down", None), ("fallback_on", "127.0.0.2:80"),
                                   ("up", a), ("quorum_up", None), ("fallback_off", "127.0.0.2:80")]
@@ -458,7 +473,7 @@ def test_checks_reach_ipv6_loopback_servers() -> None:
         port = server.sockets[0].getsockname()[1]
         prober = AsyncioProber()
         outcome: asyncio.Future[tuple[bool, str]] = prober.loop.create_future()
-        prober.probe(probe_for(TCPCheck(), Policy(timeout=1.0), ipaddress.ip_address("::1"), port),
+        prober.probe(probe_for(TCPCheck(), Policy(timeout=10.0), ipaddress.ip_address("::1"), port),
                      lambda ok, detail: outcome.set_result((ok, detail)))
         try:
             return [(await outcome)[0]]
