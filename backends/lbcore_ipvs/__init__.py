@@ -22,10 +22,11 @@ from typing import Any, ClassVar
 
 import attrs
 
+from lbcore._fields import as_address
 from lbcore.backend import ALL_CAPABILITIES, RULE_CAPABILITIES, Capability
 from lbcore.enums import Scheduler
 from lbcore.errors import BackendError, BackendUnavailable, InvalidField, LBError, NotOwned, StateUnknown
-from lbcore.model import IPAddress, ServiceKey, Sysctls, VirtualService, _as_address
+from lbcore.model import IPAddress, ServiceKey, Sysctls, VirtualService
 from lbcore.ops import (
     AddRealServer,
     AddService,
@@ -103,7 +104,7 @@ class IPVSBackend:
 
     @staticmethod
     def _address(value: object) -> IPAddress:
-        address = _as_address(value)
+        address = as_address(value)
         if not isinstance(address, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
             raise InvalidField("IPVSBackend", "vips", value, "is not an IPv4 or IPv6 address")
         return address

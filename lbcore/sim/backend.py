@@ -9,11 +9,12 @@ from typing import ClassVar
 import attrs
 
 from lbcore import dnat
+from lbcore._fields import as_address
 from lbcore.backend import ALL_CAPABILITIES, Capability
 from lbcore.clock import Clock, VirtualClock
 from lbcore.enums import Protocol, Scheduler
 from lbcore.errors import InvalidField, ServiceNotFound
-from lbcore.model import IPAddress, ServiceKey, Sysctls, Timeouts, VirtualService, _as_address, format_endpoint
+from lbcore.model import IPAddress, ServiceKey, Sysctls, Timeouts, VirtualService, format_endpoint
 from lbcore.ops import (
     AddRealServer,
     AddRule,
@@ -213,7 +214,7 @@ class SimBackend:
     def _endpoints(
         self, client: object, vip: object, vport: int, cport: int | None
     ) -> tuple[IPAddress, int, IPAddress]:
-        caddr, vaddr = _as_address(client), _as_address(vip)
+        caddr, vaddr = as_address(client), as_address(vip)
         for name, value in (("client", caddr), ("vip", vaddr)):
             if not isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
                 raise InvalidField("SimBackend", name, value, "is not an IPv4 or IPv6 address")

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import attrs
 
+from lbcore._fields import Validator, argument_errors, int_in
 from lbcore.enums import Scheduler
 from lbcore.errors import InvalidField
 
@@ -13,14 +12,11 @@ from lbcore.errors import InvalidField
 MH_PRIMES = (251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071)
 
 
-def _bits(lo: int, hi: int) -> Any:
-    def check(inst: object, attribute: attrs.Attribute[int], value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-            raise InvalidField("KernelProfile", attribute.name, value, f"is not in {lo}..{hi} (its Kconfig range)")
-
-    return check
+def _bits(lo: int, hi: int) -> Validator:
+    return int_in(lo, hi, "in its Kconfig range")
 
 
+@argument_errors
 @attrs.frozen
 class KernelProfile:
     """The kernel the simulator mirrors: its release and the IPVS build options that change decisions.
