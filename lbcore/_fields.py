@@ -2,19 +2,21 @@
 
 A validator refuses with :class:`~lbcore.errors.InvalidField` naming the class, the field and the
 value; a converter turns what a user may write (text, an int) into the field's type and leaves
-anything else as it is, for the validator to name. :func:`argument_errors` does the same for a
-call's arguments (a missing field, a keyword-only one given by position, an unknown keyword).
+anything else as it is, for the validator to name. :func:`value_object` does the same for a
+call's arguments (a missing field, a keyword-only one given by position, an unknown keyword), and
+gives the class a repr in the words a user writes.
 
 The module is private; its names are public so that the modules of lbcore share them.
 """
 
 from __future__ import annotations
 
+import enum
 import functools
 import inspect
 import ipaddress
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NoReturn, TypeVar
 
 import attrs
@@ -118,17 +120,19 @@ optional_port = attrs.validators.optional(int_in(1, 65535, "a port"))
 optional_unicast = attrs.validators.optional(unicast)
 
 
-# -- the arguments of a call -----------------------------------------------------------------------
+# -- the class as a whole --------------------------------------------------------------------------
 
 
-def argument_errors(cls: _C) -> _C:
-    """Make ``cls(...)`` with arguments its ``__init__`` does not take raise :class:`InvalidArguments`.
+def value_object(cls: _C) -> _C:
+    """Name a call's argument errors, and show the object as a user writes it.
 
-    Applied above ``@attrs.frozen``: attrs' ``__init__`` raises a bare TypeError for a missing
-    field, a keyword-only field given by position or an unknown keyword; this names the class,
-    the field and, for a keyword-only one, how to write it. The check runs only after a TypeError,
-    so a call that binds costs one frame more.
+    Applied above ``@attrs.frozen``. attrs' ``__init__`` raises a bare TypeError for a missing
+    field, a keyword-only field given by position or an unknown keyword; here that becomes an
+    :class:`~lbcore.errors.InvalidArguments` naming the class, the field and, for a keyword-only
+    one, how to write it. The check runs only after a TypeError, so a call that binds costs one
+    frame more. The repr (see :func:`readable_repr`) replaces attrs' own.
     """
+    cls.__repr__ = readable_repr  # type: ignore[assignment]
     init = cls.__init__  # type: ignore[misc]  # the class's own, which attrs just wrote
     signature = inspect.signature(init)
 
@@ -144,6 +148,40 @@ def argument_errors(cls: _C) -> _C:
 
     cls.__init__ = __init__  # type: ignore[misc]
     return cls
+
+
+def readable_repr(obj: Any) -> str:
+    """``Class(field=value, ...)`` with the fields that differ from their defaults, in the forms the
+    converters take (``'tcp'``, ``'192.0.2.10'``, lists), so the text is also the code that makes it.
+    """
+    parts = []
+    for field in attrs.fields(type(obj)):
+        if not field.repr or not field.init:
+            continue
+        value = getattr(obj, field.name)
+        default = field.default
+        if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+            default = default.factory(obj) if default.takes_self else default.factory()
+        if default is not attrs.NOTHING and value == default:
+            continue
+        parts.append(f"{field.alias or field.name}={shown(value)}")
+    return f"{type(obj).__name__}({', '.join(parts)})"
+
+
+def shown(value: object) -> str:
+    """``value`` as a user writes it: an enum by its value, an address or network as text."""
+    if isinstance(value, enum.Enum):
+        return repr(value.value)
+    if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address,
+                          ipaddress.IPv4Network, ipaddress.IPv6Network)):
+        return repr(str(value))
+    if isinstance(value, (list, tuple)):
+        return f"[{', '.join(shown(v) for v in value)}]"
+    if isinstance(value, (set, frozenset)):
+        return f"[{', '.join(sorted(shown(v) for v in value))}]"
+    if isinstance(value, Mapping):
+        return f"{{{', '.join(f'{shown(k)}: {shown(v)}' for k, v in value.items())}}}"
+    return repr(value)
 
 
 def _argument_error(owner: str, signature: inspect.Signature, args: tuple[Any, ...],

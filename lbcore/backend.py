@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Collection, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from lbcore.enums import ForwardMethod, Scheduler
 from lbcore.errors import Unsupported
@@ -111,6 +111,18 @@ class Backend(Protocol):
         ...
 
 
+@runtime_checkable
+class ExplainsRefusals(Protocol):
+    """An optional feature: a backend that can say why it lacks a capability, and what has it.
+
+    .. versionadded:: 0.2
+    """
+
+    def why_not(self, capability: Capability) -> str | None:
+        """Why the backend lacks ``capability`` and what would have it, or None to add nothing."""
+        ...
+
+
 def _service_needs(svc: VirtualService) -> set[Capability]:
     needs = {Capability.for_scheduler(svc.scheduler)}
     if svc.fwmark:
@@ -182,7 +194,8 @@ def require(backend: Backend, op: Op) -> None:
     """
     missing = sorted(needs(op) - backend.capabilities)
     if missing:
-        raise Unsupported(backend.name, missing[0], f"needed by {op}")
+        why = backend.why_not(missing[0]) if isinstance(backend, ExplainsRefusals) else None
+        raise Unsupported(backend.name, missing[0], f"{why}; needed by {op}" if why else f"needed by {op}")
 
 
 ALL_CAPABILITIES = frozenset(Capability)

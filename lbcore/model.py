@@ -15,7 +15,6 @@ import attrs
 
 from lbcore._fields import (
     any_port,
-    argument_errors,
     as_address,
     boolean,
     int_in,
@@ -23,6 +22,7 @@ from lbcore._fields import (
     refuse,
     to_enum,
     unicast,
+    value_object,
 )
 from lbcore.enums import (
     ForwardMethod,
@@ -79,7 +79,7 @@ def format_endpoint(address: IPAddress, port: int) -> str:
 # -- the model -------------------------------------------------------------------------------------
 
 
-@argument_errors
+@value_object
 @attrs.frozen
 class Tunnel:
     """Encapsulation of a tunnel-mode real server (ipvsadm --tun-type, --tun-port, ``--tun-*csum``).
@@ -109,7 +109,7 @@ class Tunnel:
             refuse(self, fields.checksum, self.checksum, "is only for GUE tunnels")
 
 
-@argument_errors
+@value_object
 @attrs.frozen
 class RealServer:
     """A real server of a virtual service (ipvsadm -a/-e ... -r).
@@ -186,7 +186,7 @@ def _netmask(inst: object, attribute: attrs.Attribute[Any], value: object) -> No
         refuse(inst, attribute, value, "is not an IPv4 netmask or an IPv6 prefix length (1..128)")
 
 
-@argument_errors
+@value_object
 @attrs.frozen
 class Persistence:
     """Source-IP persistence of a virtual service (ipvsadm -p, -M, --pe).
@@ -221,7 +221,6 @@ class Persistence:
         return ipaddress.IPv4Address("255.255.255.255") if family == 4 else 128
 
 
-@argument_errors
 @attrs.frozen
 class ServiceKey:
     """The identity of a virtual service: (protocol, address, port) or (family, fwmark)."""
@@ -268,7 +267,7 @@ def _as_real_servers(value: object) -> object:
     return value
 
 
-@argument_errors
+@value_object
 @attrs.frozen
 class VirtualService:
     """A layer-4 virtual service: by protocol, address and port, or by firewall mark.
@@ -406,7 +405,7 @@ def _timeout(inst: object, attribute: attrs.Attribute[Any], value: object) -> No
     int_in(1, INT_MAX // 250, "a timeout in seconds")(inst, attribute, value)
 
 
-@argument_errors
+@value_object
 @attrs.frozen
 class Timeouts:
     """The global connection timeouts (ipvsadm --set tcp tcpfin udp).
@@ -419,7 +418,7 @@ class Timeouts:
     udp: int = attrs.field(default=300, validator=_timeout)
 
 
-@argument_errors
+@value_object
 @attrs.frozen
 class Sysctls:
     """The IPVS sysctls (net.ipv4.vs.*) that change which real server a connection reaches.

@@ -22,7 +22,7 @@ from typing import Any
 
 import attrs
 
-from lbcore._fields import argument_errors, int_in, optional_port, refuse, to_enum
+from lbcore._fields import int_in, optional_port, refuse, to_enum, value_object
 from lbcore.enums import Protocol
 from lbcore.errors import ParseError
 from lbcore.model import U32_MAX, IPAddress
@@ -115,7 +115,7 @@ def _join(values: Iterable[object]) -> str:
     return ",".join(str(v) for v in values)
 
 
-@argument_errors
+@value_object
 @attrs.frozen
 class FirewallMark:
     """The MARK rules that feed a firewall-mark service: which packets get ``mark``.
@@ -176,7 +176,7 @@ class FirewallMark:
                      exceptdst=_join(self.except_destinations))
 
 
-@argument_errors
+@value_object
 @attrs.frozen
 class AutoNat:
     """Auto-NAT: real servers' outbound traffic leaves with the director's address.
@@ -206,7 +206,7 @@ class AutoNat:
                      to=self.to_source or "")
 
 
-@argument_errors
+@value_object
 @attrs.frozen
 class Redirect:
     """A REDIRECT to the host itself, for a real server.
@@ -243,7 +243,7 @@ class Redirect:
                      port=self.port or "", to=self.to_port or "")
 
 
-@argument_errors
+@value_object
 @attrs.frozen
 class PolicyRoute:
     """Policy routing of marked packets: ``ip rule add fwmark M table T`` and the table's route.
@@ -271,7 +271,7 @@ class PolicyRoute:
         return _text(f"policy-route {self.mark}", table=self.table, via=self.via or "")
 
 
-@argument_errors
+@value_object
 @attrs.frozen
 class LoopbackVIP:
     """A real server's VIP on ``lo``, with ARP kept quiet about it: the guide's other answer to DR's

@@ -15,7 +15,6 @@ from typing import Any
 import attrs
 
 from lbcore._fields import (
-    argument_errors,
     as_address,
     count,
     member_of,
@@ -24,6 +23,7 @@ from lbcore._fields import (
     optional_unicast,
     refuse,
     to_enum,
+    value_object,
 )
 from lbcore.errors import InvalidField
 from lbcore.model import IPAddress
@@ -67,7 +67,7 @@ def _regex(inst: object, attribute: attrs.Attribute[Any], value: object) -> None
 _optional_seconds = attrs.validators.optional(number(0.0))
 
 
-@argument_errors
+@value_object
 @attrs.frozen(kw_only=True)
 class Policy:
     """How a check runs and how many answers change a real server's state.
@@ -104,7 +104,7 @@ class Policy:
     jitter: float = attrs.field(default=0.0, validator=number(0.0, inclusive=True))
 
 
-@argument_errors
+@value_object
 @attrs.frozen(kw_only=True)
 class Check:
     """What every check has: where it goes, when not to the real server's own address and port.
@@ -123,7 +123,7 @@ class Check:
     timeout: float | None = attrs.field(default=None, validator=_optional_seconds)
 
 
-@argument_errors
+@value_object
 @attrs.frozen(kw_only=True)
 class TCPCheck(Check):
     """Up when a TCP connection is established (keepalived TCP_CHECK).
@@ -163,7 +163,7 @@ def _statuses(inst: object, attribute: attrs.Attribute[Any], value: object) -> N
             refuse(inst, attribute, code, "is not an HTTP status code (100..599)")
 
 
-@argument_errors
+@value_object
 @attrs.frozen(kw_only=True)
 class HTTPCheck(Check):
     """Up when an HTTP(S) request gets an expected status, and a body the regex finds (HTTP_GET, SSL_GET).
@@ -206,7 +206,7 @@ def _payload(inst: object, attribute: attrs.Attribute[Any], value: object) -> No
         refuse(inst, attribute, value, "is not a non-empty bytes payload")
 
 
-@argument_errors
+@value_object
 @attrs.frozen(kw_only=True)
 class UDPCheck(Check):
     """Up when a datagram sent to the server gets a reply that the regex finds (keepalived UDP_CHECK).
@@ -241,7 +241,7 @@ def _dns_type(inst: object, attribute: attrs.Attribute[Any], value: object) -> N
         refuse(inst, attribute, value, f"is not one of: {', '.join(DNS_TYPES)}")
 
 
-@argument_errors
+@value_object
 @attrs.frozen(kw_only=True)
 class DNSCheck(Check):
     """Up when the server answers a query over UDP with NOERROR and at least one answer (DNS_CHECK).
@@ -257,7 +257,7 @@ class DNSCheck(Check):
     type: str = attrs.field(default="A", validator=_dns_type)
 
 
-@argument_errors
+@value_object
 @attrs.frozen(kw_only=True)
 class SMTPCheck(Check):
     """Up when the server greets with a 220 banner (keepalived SMTP_CHECK); it is then sent QUIT.
@@ -275,7 +275,7 @@ def _ping_size(inst: object, attribute: attrs.Attribute[Any], value: object) -> 
         refuse(inst, attribute, value, f"is not a payload size (0..{PING_MAX_SIZE})")
 
 
-@argument_errors
+@value_object
 @attrs.frozen(kw_only=True)
 class PingCheck(Check):
     """Up when the server answers an ICMP (or ICMPv6) echo request (the guide's "ping server").
@@ -307,7 +307,7 @@ def _as_tuple(value: object) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-@argument_errors
+@value_object
 @attrs.frozen(kw_only=True)
 class ExecCheck(Check):
     """Up when a command exits with status 0 in time (keepalived MISC_CHECK); it is killed on timeout.
@@ -327,7 +327,7 @@ class ExecCheck(Check):
         return [a.replace("{address}", str(address)).replace("{port}", str(port)) for a in self.command]
 
 
-@argument_errors
+@value_object
 @attrs.frozen(kw_only=True)
 class FixedCheck(Check):
     """A check that asks nothing and always gives ``state`` (ldirectord's checktype on and off).

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from lbcore._fields import argument_errors, int_in, number, refuse, to_enum
+from lbcore._fields import int_in, number, refuse, to_enum, value_object
 from lbcore.balancer import Balancer
 from lbcore.clock import Clock
 from lbcore.enums import Protocol as L4Protocol
@@ -133,7 +133,7 @@ def _as_action(value: object) -> Any:
 _non_negative = int_in(0, INT_MAX, "a weight sum")
 
 
-@argument_errors
+@value_object
 @attrs.frozen(kw_only=True)
 class CheckedService:
     """A virtual service, as configured, with the check every real server of it gets.

@@ -126,6 +126,16 @@ class SimBackend:
         self._serial = 0
         self._next_port: dict[IPAddress, int] = {}
 
+    def why_not(self, capability: Capability) -> str | None:
+        """Name the kernel release that has a scheduler the simulated one lacks.
+
+        The optional feature ``lbcore.backend.ExplainsRefusals``.
+        """
+        if self.dataplane != "ipvs":
+            return None  # the DNAT data plane lacks what the iptables backend lacks, on any release
+        lacking = [s for s in Scheduler if Capability.for_scheduler(s) is capability]
+        return self.kernel.lacks(lacking[0]) if lacking else None
+
     # -- the backend protocol ----------------------------------------------------------------------
 
     def read(self, keys: Collection[ServiceKey] | None = None) -> Table:

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 
 import attrs
 
-from lbcore._fields import argument_errors, as_address, number
+from lbcore._fields import as_address, number, value_object
 from lbcore.enums import Protocol
 from lbcore.errors import InvalidField
 from lbcore.model import IPAddress
@@ -42,7 +42,7 @@ def clients_in(network: str, count: int) -> list[IPAddress]:
     return hosts
 
 
-@argument_errors
+@value_object
 @attrs.frozen
 class Workload:
     """Clients opening sessions to one virtual service.
