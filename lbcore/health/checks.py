@@ -17,6 +17,7 @@ import attrs
 from lbcore._fields import (
     as_address,
     count,
+    int_in,
     member_of,
     number,
     optional_port,
@@ -270,9 +271,7 @@ class SMTPCheck(Check):
 PING_MAX_SIZE = 65507
 
 
-def _ping_size(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= PING_MAX_SIZE:
-        refuse(inst, attribute, value, f"is not a payload size (0..{PING_MAX_SIZE})")
+_ping_size = int_in(0, PING_MAX_SIZE, "a payload size")
 
 
 @value_object
