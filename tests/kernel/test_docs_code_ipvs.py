@@ -23,7 +23,9 @@ KERNEL = blocks("kernel")
 
 @pytest.mark.parametrize("block", KERNEL, ids=[b.id for b in KERNEL])
 def test_an_ipvs_block_runs_as_written(block: Block, tmp_path: Path) -> None:
-    python = ("env", *(f"{k}={ENV[k]}" for k in ("PYTHONPATH", "LBCORE_IPTABLES_LEGACY")), sys.executable)
+    # A block takes seconds; the bound only turns a hang into a failure that shows where it hangs.
+    python = ("env", *(f"{k}={ENV[k]}" for k in ("PYTHONPATH", "LBCORE_IPTABLES_LEGACY")),
+              "timeout", "--signal=ABRT", "300", sys.executable, "-X", "faulthandler")
     with Lab("director") as lab:
         for link, address in (("eth0", "198.51.100.1/24"), ("eth1", "10.0.0.1/24")):
             lab.run("director", "ip", "link", "add", link, "type", "dummy")
