@@ -4,7 +4,7 @@ from setuptools import find_packages, setup
 
 setup(
     name="lbcore",
-    version="0.2.0",
+    version="0.3.0",
     description="Linux layer-4 load balancing (IPVS, iptables) modelled in Python, with a kernel-exact simulator",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",

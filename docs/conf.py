@@ -62,6 +62,8 @@ nitpick_ignore = [
     # Type variables in signatures (requires(), sorted_real_servers()): not documented objects.
     ("py:class", "lbcore.testing.conformance.F"),
     ("py:class", "lbcore.formats.ipvsadm._R"),
+    ("py:class", "lbcore.balancer.B"),
+    ("py:obj", "lbcore.balancer.B"),
     # The simulator's kernel-side objects, named in the signature of Connection; they are
     # internals (one module per kernel file) and are not documented.
     ("py:class", "lbcore.sim.director.Conn"),

@@ -5,7 +5,7 @@ One model, several backends: ``sim`` (the default; an in-memory IPVS on a virtua
 an IPVS deployment needs beside IPVS, and a DNAT balancer for hosts without it).
 """
 
-from lbcore.backend import Backend, Capability, ConnectionCounts, Listings, Prepared, prepare
+from lbcore.backend import Backend, Capability, ConnectionCounts, ExplainsRefusals, Listings, Prepared, prepare
 from lbcore.balancer import Balancer
 from lbcore.clock import Clock, SystemClock, VirtualClock
 from lbcore.composite import Composite
@@ -22,6 +22,7 @@ from lbcore.errors import (
     BackendError,
     BackendUnavailable,
     Conflict,
+    InvalidArguments,
     InvalidField,
     LBError,
     NotFound,
@@ -65,7 +66,7 @@ from lbcore.registry import open_backend
 from lbcore.rules import AutoNat, FirewallMark, LoopbackVIP, PolicyRoute, Redirect, Rule
 from lbcore.table import Table
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "AddRealServer",
@@ -86,8 +87,10 @@ __all__ = [
     "DeleteService",
     "EditRealServer",
     "EditService",
+    "ExplainsRefusals",
     "FirewallMark",
     "ForwardMethod",
+    "InvalidArguments",
     "InvalidField",
     "LBError",
     "Listings",

@@ -120,7 +120,6 @@ class Backend(Protocol):
         ...
 
 
-
 def _service_needs(svc: VirtualService) -> set[Capability]:
     needs = {Capability.for_scheduler(svc.scheduler)}
     if svc.fwmark:
@@ -194,7 +193,8 @@ def require(backend: Backend, op: Op) -> None:
     """
     missing = sorted(needs(op) - backend.capabilities)
     if missing:
-        raise Unsupported(backend.name, missing[0], f"needed by {op}")
+        why = backend.why_not(missing[0]) if isinstance(backend, ExplainsRefusals) else None
+        raise Unsupported(backend.name, missing[0], f"{why}; needed by {op}" if why else f"needed by {op}")
 
 
 ALL_CAPABILITIES = frozenset(Capability)
@@ -203,6 +203,18 @@ RULE_CAPABILITIES = frozenset(_RULE_CAPABILITY.values())
 
 
 # -- optional features: protocols a backend declares by inheriting them (isinstance, never getattr) --
+
+
+@runtime_checkable
+class ExplainsRefusals(Protocol):
+    """An optional feature: a backend that can say why it lacks a capability, and what has it.
+
+    .. versionadded:: 0.3
+    """
+
+    def why_not(self, capability: Capability) -> str | None:
+        """Why the backend lacks ``capability`` and what would have it, or None to add nothing."""
+        ...
 
 
 @runtime_checkable

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, cast, overload
 
 from lbcore.backend import Backend, prepare, require
 from lbcore.model import IPAddress, RealServer, ServiceKey, Sysctls, Timeouts, VirtualService
@@ -23,6 +23,18 @@ from lbcore.plan import plan
 from lbcore.registry import open_backend
 from lbcore.table import Table
 
+if TYPE_CHECKING:
+    # Python 3.11's TypeVar takes no default (PEP 696); typing_extensions' does, for mypy only.
+    from typing_extensions import TypeVar
+
+    #: The backend type of a Balancer; a bare ``Balancer`` is ``Balancer[Backend]``. Covariant: a
+    #: ``Balancer[SimBackend]`` is a ``Balancer[Backend]`` (the backend is only read, never swapped).
+    B = TypeVar("B", bound=Backend, default=Backend, covariant=True)
+else:
+    from typing import TypeVar
+
+    B = TypeVar("B", bound=Backend, covariant=True)
+
 Desired = Table | Iterable[VirtualService]
 ServiceRef = VirtualService | ServiceKey
 
@@ -31,7 +43,7 @@ def _key(service: ServiceRef) -> ServiceKey:
     return service.key if isinstance(service, VirtualService) else service
 
 
-class Balancer:
+class Balancer(Generic[B]):
     """Drive one backend: declare the desired state, or change it one ipvsadm verb at a time.
 
     Every change, declarative or imperative, runs the same path: each op is checked against the
@@ -39,15 +51,33 @@ class Balancer:
     them, and against the table the backend holds (:func:`~lbcore.prepare`, in the
     backend's ``apply``) before anything changes.
 
+    ``Balancer(SimBackend())`` is a ``Balancer[SimBackend]``, so ``lb.backend`` has the
+    simulator's own methods for a type checker; ``Balancer("sim")`` (a name) is a
+    ``Balancer[Backend]``.
+
     Args:
         backend: a backend object, or the name of an installed one ("sim", "ipvs").
         **options: passed to the backend when it is given by name.
 
+    Raises:
+        BackendUnavailable: the backend named is not installed or cannot run here.
+        InvalidField: an option the named backend refuses.
+
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2 generic in its backend.
     """
 
-    def __init__(self, backend: Backend | str = "sim", **options: Any) -> None:
-        self.backend: Backend = open_backend(backend, **options) if isinstance(backend, str) else backend
+    backend: B
+
+    @overload
+    def __init__(self: Balancer[Backend], backend: str = "sim", **options: Any) -> None: ...
+
+    @overload
+    def __init__(self, backend: B, **options: Any) -> None: ...
+
+    def __init__(self, backend: Any = "sim", **options: Any) -> None:
+        # A name gives a Balancer[Backend] (the first overload), so the cast holds.
+        self.backend = cast(B, open_backend(backend, **options)) if isinstance(backend, str) else backend
 
     def read(self) -> Table:
         """The state lbcore owns in the backend now."""
@@ -178,7 +208,7 @@ class Balancer:
         """Close the backend."""
         self.backend.close()
 
-    def __enter__(self) -> Balancer:
+    def __enter__(self) -> Balancer[B]:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -5,6 +5,7 @@ Every error lbcore raises is an :class:`LBError`::
     LBError
       InvalidField(LBError, ValueError)     .owner .field .value .reason
         ParseError                          a foreign format (ipvsadm line, trace) is malformed
+        InvalidArguments(InvalidField, TypeError)  a call's arguments do not fit the class
       Conflict
         ServiceExists
         RealServerExists
@@ -51,6 +52,23 @@ class InvalidField(LBError, ValueError):
         self.value = value
         self.reason = reason
         super().__init__(f"{owner}.{field}: {value!r} {reason}")
+
+
+class InvalidArguments(InvalidField, TypeError):
+    """A class was called with arguments it does not take: a required field missing, a keyword-only
+    field given by position, an unknown keyword or one given twice.
+
+    ``field`` names the field, ``value`` the value given for it (None when it is missing), e.g.
+    ``Redirect.protocol: 'tcp' is given by position, but protocol, port are keyword-only: write
+    Redirect(..., protocol='tcp', port=8080)``.
+
+    .. versionadded:: 0.2
+    """
+
+    def __init__(self, owner: str, field: str, value: Any, reason: str, *, missing: bool = False) -> None:
+        super().__init__(owner, field, value, reason)
+        if missing:  # no value to show
+            self.args = (f"{owner}.{field}: {reason}",)
 
 
 class ParseError(InvalidField):

@@ -8,11 +8,22 @@ Validation of one field lives in its validator, of several fields of one object 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, cast
 
 import attrs
 
+from lbcore._fields import (
+    any_port,
+    as_address,
+    boolean,
+    int_in,
+    member_of,
+    refuse,
+    to_enum,
+    unicast,
+    value_object,
+)
 from lbcore.enums import (
     ForwardMethod,
     PersistenceEngine,
@@ -36,84 +47,28 @@ DEFAULT_PERSISTENCE_TIMEOUT = 360
 
 # -- field helpers ---------------------------------------------------------------------------------
 
-
-def _refuse(inst: object, attribute: attrs.Attribute[Any], value: object, reason: str) -> None:
-    raise InvalidField(type(inst).__name__, attribute.name, value, reason)
-
-
-def _as_address(value: object) -> object:
-    """Convert text to an address; leave anything else for the validator to name."""
-    if isinstance(value, (str, int)) and not isinstance(value, bool):
-        try:
-            return ipaddress.ip_address(value)
-        except ValueError:
-            return value
-    return value
-
-
-def _to_enum(enum_type: type[Any], value: object) -> Any:
-    """The enum member for ``value``; anything else is left for the validator to name."""
-    try:
-        return enum_type(value)
-    except ValueError:
-        return value
-
-
 def _as_forward_method(value: object) -> Any:
-    return _to_enum(ForwardMethod, value)
+    return to_enum(ForwardMethod, value)
 
 
 def _as_persistence_engine(value: object) -> Any:
-    return _to_enum(PersistenceEngine, value)
+    return to_enum(PersistenceEngine, value)
 
 
 def _as_protocol(value: object) -> Any:
-    return _to_enum(Protocol, value)
+    return to_enum(Protocol, value)
 
 
 def _as_scheduler(value: object) -> Any:
-    return _to_enum(Scheduler, value)
+    return to_enum(Scheduler, value)
 
 
 def _as_tunnel_checksum(value: object) -> Any:
-    return _to_enum(TunnelChecksum, value)
+    return to_enum(TunnelChecksum, value)
 
 
 def _as_tunnel_type(value: object) -> Any:
-    return _to_enum(TunnelType, value)
-
-
-def _address(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
-        _refuse(inst, attribute, value, "is not an IPv4 or IPv6 address")
-    elif value.is_multicast or value.is_unspecified:
-        _refuse(inst, attribute, value, "is not a unicast address")
-
-
-def _member_of(enum_type: type[Any]) -> Callable[[object, attrs.Attribute[Any], object], None]:
-    names = ", ".join(m.value for m in enum_type)
-
-    def check(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-        if not isinstance(value, enum_type):
-            _refuse(inst, attribute, value, f"is not one of: {names}")
-
-    return check
-
-
-def _int_in(lo: int, hi: int, what: str) -> Callable[[object, attrs.Attribute[Any], object], None]:
-    def check(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-            _refuse(inst, attribute, value, f"is not {what} ({lo}..{hi})")
-
-    return check
-
-
-def _bool(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, bool):
-        _refuse(inst, attribute, value, "is not a bool")
-
-
-_port = _int_in(0, 65535, "a port")
+    return to_enum(TunnelType, value)
 
 
 def format_endpoint(address: IPAddress, port: int) -> str:
@@ -124,6 +79,7 @@ def format_endpoint(address: IPAddress, port: int) -> str:
 # -- the model -------------------------------------------------------------------------------------
 
 
+@value_object
 @attrs.frozen
 class Tunnel:
     """Encapsulation of a tunnel-mode real server (ipvsadm --tun-type, --tun-port, ``--tun-*csum``).
@@ -132,27 +88,28 @@ class Tunnel:
     """
 
     type: TunnelType = attrs.field(
-        default=TunnelType.IPIP, converter=_as_tunnel_type, validator=_member_of(TunnelType)
+        default=TunnelType.IPIP, converter=_as_tunnel_type, validator=member_of(TunnelType)
     )
-    port: int = attrs.field(default=0, validator=_port)
+    port: int = attrs.field(default=0, validator=any_port)
     checksum: TunnelChecksum = attrs.field(
         default=TunnelChecksum.NOCSUM,
         converter=_as_tunnel_checksum,
-        validator=_member_of(TunnelChecksum),
+        validator=member_of(TunnelChecksum),
     )
 
     def __attrs_post_init__(self) -> None:
         fields = attrs.fields(Tunnel)
         if self.type is TunnelType.GUE and self.port == 0:
-            _refuse(self, fields.port, self.port, "must be set for a GUE tunnel (1..65535)")
+            refuse(self, fields.port, self.port, "must be set for a GUE tunnel (1..65535)")
         if self.type is not TunnelType.GUE and self.port != 0:
-            _refuse(self, fields.port, self.port, f"is only for GUE tunnels, not {self.type}")
+            refuse(self, fields.port, self.port, f"is only for GUE tunnels, not {self.type}")
         if self.type is TunnelType.IPIP and self.checksum is not TunnelChecksum.NOCSUM:
-            _refuse(self, fields.checksum, self.checksum, "is only for GUE and GRE tunnels")
+            refuse(self, fields.checksum, self.checksum, "is only for GUE and GRE tunnels")
         if self.type is TunnelType.GRE and self.checksum is TunnelChecksum.REMCSUM:
-            _refuse(self, fields.checksum, self.checksum, "is only for GUE tunnels")
+            refuse(self, fields.checksum, self.checksum, "is only for GUE tunnels")
 
 
+@value_object
 @attrs.frozen
 class RealServer:
     """A real server of a virtual service (ipvsadm -a/-e ... -r).
@@ -170,23 +127,23 @@ class RealServer:
     .. versionadded:: 0.1
     """
 
-    address: IPAddress = attrs.field(converter=_as_address, validator=_address)
-    port: int = attrs.field(validator=_port)
-    weight: int = attrs.field(default=1, validator=_int_in(0, INT_MAX, "a weight"))
+    address: IPAddress = attrs.field(converter=as_address, validator=unicast)
+    port: int = attrs.field(validator=any_port)
+    weight: int = attrs.field(default=1, validator=int_in(0, INT_MAX, "a weight"))
     forward: ForwardMethod = attrs.field(
         default=ForwardMethod.DR,
         converter=_as_forward_method,
-        validator=_member_of(ForwardMethod),
+        validator=member_of(ForwardMethod),
     )
-    u_threshold: int = attrs.field(default=0, validator=_int_in(0, INT_MAX, "a threshold"))
-    l_threshold: int = attrs.field(default=0, validator=_int_in(0, INT_MAX, "a threshold"))
+    u_threshold: int = attrs.field(default=0, validator=int_in(0, INT_MAX, "a threshold"))
+    l_threshold: int = attrs.field(default=0, validator=int_in(0, INT_MAX, "a threshold"))
     tunnel: Tunnel | None = attrs.field(default=None)
 
     def __attrs_post_init__(self) -> None:
         fields = attrs.fields(RealServer)
         if self.l_threshold > self.u_threshold:
             # The kernel refuses l > u with ERANGE even when u is 0.
-            _refuse(
+            refuse(
                 self,
                 fields.l_threshold,
                 self.l_threshold,
@@ -194,9 +151,9 @@ class RealServer:
             )
         if self.tunnel is not None:
             if not isinstance(self.tunnel, Tunnel):
-                _refuse(self, fields.tunnel, self.tunnel, "is not a Tunnel")
+                refuse(self, fields.tunnel, self.tunnel, "is not a Tunnel")
             if self.forward is not ForwardMethod.TUNNEL:
-                _refuse(self, fields.tunnel, self.tunnel, f"is only for tunnel, not {self.forward}")
+                refuse(self, fields.tunnel, self.tunnel, f"is only for tunnel, not {self.forward}")
         elif self.forward is ForwardMethod.TUNNEL:
             object.__setattr__(self, "tunnel", Tunnel())
 
@@ -226,9 +183,10 @@ def _netmask(inst: object, attribute: attrs.Attribute[Any], value: object) -> No
     if value is None or isinstance(value, ipaddress.IPv4Address):
         return
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 128:
-        _refuse(inst, attribute, value, "is not an IPv4 netmask or an IPv6 prefix length (1..128)")
+        refuse(inst, attribute, value, "is not an IPv4 netmask or an IPv6 prefix length (1..128)")
 
 
+@value_object
 @attrs.frozen
 class Persistence:
     """Source-IP persistence of a virtual service (ipvsadm -p, -M, --pe).
@@ -245,7 +203,7 @@ class Persistence:
 
     timeout: int = attrs.field(
         default=DEFAULT_PERSISTENCE_TIMEOUT,
-        validator=_int_in(1, PERSISTENCE_TIMEOUT_MAX, "a persistence timeout in seconds"),
+        validator=int_in(1, PERSISTENCE_TIMEOUT_MAX, "a persistence timeout in seconds"),
     )
     netmask: ipaddress.IPv4Address | int | None = attrs.field(
         default=None, converter=_as_netmask, validator=_netmask
@@ -253,7 +211,7 @@ class Persistence:
     engine: PersistenceEngine | None = attrs.field(
         default=None,
         converter=attrs.converters.optional(_as_persistence_engine),
-        validator=attrs.validators.optional(_member_of(PersistenceEngine)),
+        validator=attrs.validators.optional(member_of(PersistenceEngine)),
     )
 
     def prefix(self, family: int) -> ipaddress.IPv4Address | int:
@@ -291,7 +249,7 @@ def _as_flags(value: object) -> object:
         value = (value,)
     if isinstance(value, Iterable):
         items = list(value)
-        converted = [_to_enum(SchedulerFlag, v) for v in items]
+        converted = [to_enum(SchedulerFlag, v) for v in items]
         if all(isinstance(v, SchedulerFlag) for v in converted):
             return frozenset(converted)
     return value
@@ -300,7 +258,7 @@ def _as_flags(value: object) -> object:
 def _flags(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, frozenset):
         names = ", ".join(m.value for m in SchedulerFlag)
-        _refuse(inst, attribute, value, f"are not scheduler flags ({names})")
+        refuse(inst, attribute, value, f"are not scheduler flags ({names})")
 
 
 def _as_real_servers(value: object) -> object:
@@ -309,6 +267,7 @@ def _as_real_servers(value: object) -> object:
     return value
 
 
+@value_object
 @attrs.frozen
 class VirtualService:
     """A layer-4 virtual service: by protocol, address and port, or by firewall mark.
@@ -334,20 +293,20 @@ class VirtualService:
     protocol: Protocol | None = attrs.field(
         default=None,
         converter=attrs.converters.optional(_as_protocol),
-        validator=attrs.validators.optional(_member_of(Protocol)),
+        validator=attrs.validators.optional(member_of(Protocol)),
     )
     address: IPAddress | None = attrs.field(
-        default=None, converter=_as_address, validator=attrs.validators.optional(_address)
+        default=None, converter=as_address, validator=attrs.validators.optional(unicast)
     )
-    port: int = attrs.field(default=0, validator=_port)
+    port: int = attrs.field(default=0, validator=any_port)
     fwmark: int | None = attrs.field(
-        default=None, validator=attrs.validators.optional(_int_in(1, U32_MAX, "a firewall mark"))
+        default=None, validator=attrs.validators.optional(int_in(1, U32_MAX, "a firewall mark"))
     )
     family: int = attrs.field(default=0, kw_only=True)
     scheduler: Scheduler = attrs.field(
         default=Scheduler.WLC,
         converter=_as_scheduler,
-        validator=_member_of(Scheduler),
+        validator=member_of(Scheduler),
         kw_only=True,
     )
     flags: frozenset[SchedulerFlag] = attrs.field(
@@ -358,7 +317,7 @@ class VirtualService:
         validator=attrs.validators.optional(attrs.validators.instance_of(Persistence)),
         kw_only=True,
     )
-    one_packet: bool = attrs.field(default=False, validator=_bool, kw_only=True)
+    one_packet: bool = attrs.field(default=False, validator=boolean, kw_only=True)
     real_servers: tuple[RealServer, ...] = attrs.field(
         default=(), converter=_as_real_servers, kw_only=True
     )
@@ -367,43 +326,43 @@ class VirtualService:
         fields = attrs.fields(VirtualService)
         if self.fwmark is None:
             if self.protocol is None:
-                _refuse(self, fields.protocol, None, "must be set unless fwmark is")
+                refuse(self, fields.protocol, None, "must be set unless fwmark is")
             if self.address is None:
-                _refuse(self, fields.address, None, "must be set unless fwmark is")
+                refuse(self, fields.address, None, "must be set unless fwmark is")
             assert self.address is not None
             if self.family not in (0, self.address.version):
-                _refuse(self, fields.family, self.family, f"does not match {self.address}")
+                refuse(self, fields.family, self.family, f"does not match {self.address}")
             object.__setattr__(self, "family", self.address.version)
             if self.port == 0 and self.persistence is None:
-                _refuse(self, fields.port, 0, "is only allowed with persistence")
+                refuse(self, fields.port, 0, "is only allowed with persistence")
         else:
             if self.protocol is not None:
-                _refuse(self, fields.protocol, self.protocol, "must be None for a fwmark service")
+                refuse(self, fields.protocol, self.protocol, "must be None for a fwmark service")
             if self.address is not None:
-                _refuse(self, fields.address, self.address, "must be None for a fwmark service")
+                refuse(self, fields.address, self.address, "must be None for a fwmark service")
             if self.port != 0:
-                _refuse(self, fields.port, self.port, "must be 0 for a fwmark service")
+                refuse(self, fields.port, self.port, "must be 0 for a fwmark service")
             if self.family not in (0, 4, 6):
-                _refuse(self, fields.family, self.family, "is not 4 or 6")
+                refuse(self, fields.family, self.family, "is not 4 or 6")
             object.__setattr__(self, "family", self.family or 4)
         for flag in self.flags:
             if flag.scheduler is not self.scheduler:
-                _refuse(self, fields.flags, flag.value, f"is not a flag of scheduler {self.scheduler}")
+                refuse(self, fields.flags, flag.value, f"is not a flag of scheduler {self.scheduler}")
         if self.one_packet and self.protocol not in (None, Protocol.UDP):
-            _refuse(self, fields.one_packet, True, f"is only for udp or fwmark, not {self.protocol}")
+            refuse(self, fields.one_packet, True, f"is only for udp or fwmark, not {self.protocol}")
         if self.persistence is not None:
             netmask = self.persistence.netmask
             if self.family == 4 and isinstance(netmask, int):
-                _refuse(self, fields.persistence, netmask, "is a prefix length: IPv4 takes a mask")
+                refuse(self, fields.persistence, netmask, "is a prefix length: IPv4 takes a mask")
             if self.family == 6 and isinstance(netmask, ipaddress.IPv4Address):
-                _refuse(self, fields.persistence, netmask, "is an IPv4 mask: IPv6 takes a length")
+                refuse(self, fields.persistence, netmask, "is an IPv4 mask: IPv6 takes a length")
         seen: set[tuple[IPAddress, int]] = set()
         for rs in self.real_servers:
             if not isinstance(rs, RealServer):
-                _refuse(self, fields.real_servers, rs, "is not a RealServer")
+                refuse(self, fields.real_servers, rs, "is not a RealServer")
             self.check_real_server(rs)
             if rs.key in seen:
-                _refuse(self, fields.real_servers, rs.endpoint, "appears twice")
+                refuse(self, fields.real_servers, rs.endpoint, "appears twice")
             seen.add(rs.key)
 
     def check_real_server(self, rs: RealServer) -> None:
@@ -415,12 +374,12 @@ class VirtualService:
         fields = attrs.fields(RealServer)
         if rs.address.version != self.family and rs.forward is not ForwardMethod.TUNNEL:
             # The kernel mixes families only for tunnels (IPVS_DEST_ATTR_ADDR_FAMILY).
-            _refuse(
+            refuse(
                 rs, fields.address, rs.address, f"is IPv{rs.address.version} under an IPv"
                 f"{self.family} {rs.forward} service {self.key} (only tunnel mixes families)"
             )
         if self.fwmark is None and rs.forward is not ForwardMethod.NAT and rs.port != self.port:
-            _refuse(
+            refuse(
                 rs, fields.port, rs.port,
                 f"differs from the virtual port {self.port}: {rs.forward} cannot change ports",
             )
@@ -437,15 +396,16 @@ class VirtualService:
 
     def real_server(self, address: object, port: int) -> RealServer | None:
         """The real server with this address and port, or None."""
-        key = (_as_address(address), port)
+        key = (as_address(address), port)
         return next((rs for rs in self.real_servers if rs.key == key), None)
 
 
 def _timeout(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     # The kernel takes 1 .. INT_MAX/HZ; HZ is 250 on Debian's kernels.
-    _int_in(1, INT_MAX // 250, "a timeout in seconds")(inst, attribute, value)
+    int_in(1, INT_MAX // 250, "a timeout in seconds")(inst, attribute, value)
 
 
+@value_object
 @attrs.frozen
 class Timeouts:
     """The global connection timeouts (ipvsadm --set tcp tcpfin udp).
@@ -458,6 +418,7 @@ class Timeouts:
     udp: int = attrs.field(default=300, validator=_timeout)
 
 
+@value_object
 @attrs.frozen
 class Sysctls:
     """The IPVS sysctls (net.ipv4.vs.*) that change which real server a connection reaches.
@@ -465,13 +426,13 @@ class Sysctls:
     .. versionadded:: 0.1
     """
 
-    expire_nodest_conn: bool = attrs.field(default=False, validator=_bool)
-    expire_quiescent_template: bool = attrs.field(default=False, validator=_bool)
-    conn_reuse_mode: int = attrs.field(default=1, validator=_int_in(0, 3, "a conn_reuse_mode"))
-    sloppy_tcp: bool = attrs.field(default=False, validator=_bool)
-    sloppy_sctp: bool = attrs.field(default=False, validator=_bool)
-    lblc_expiration: int = attrs.field(default=86400, validator=_int_in(1, INT_MAX, "seconds"))
-    lblcr_expiration: int = attrs.field(default=86400, validator=_int_in(1, INT_MAX, "seconds"))
+    expire_nodest_conn: bool = attrs.field(default=False, validator=boolean)
+    expire_quiescent_template: bool = attrs.field(default=False, validator=boolean)
+    conn_reuse_mode: int = attrs.field(default=1, validator=int_in(0, 3, "a conn_reuse_mode"))
+    sloppy_tcp: bool = attrs.field(default=False, validator=boolean)
+    sloppy_sctp: bool = attrs.field(default=False, validator=boolean)
+    lblc_expiration: int = attrs.field(default=86400, validator=int_in(1, INT_MAX, "seconds"))
+    lblcr_expiration: int = attrs.field(default=86400, validator=int_in(1, INT_MAX, "seconds"))
 
     @classmethod
     def names(cls) -> tuple[str, ...]:

@@ -22,9 +22,10 @@ from typing import Any
 
 import attrs
 
+from lbcore._fields import int_in, optional_port, refuse, to_enum, value_object
 from lbcore.enums import Protocol
 from lbcore.errors import ParseError
-from lbcore.model import U32_MAX, IPAddress, _int_in, _refuse
+from lbcore.model import U32_MAX, IPAddress
 
 IPv4Network = ipaddress.IPv4Network
 
@@ -49,7 +50,7 @@ def _as_networks(value: object) -> object:
 
 def _networks(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, tuple) or not all(isinstance(v, IPv4Network) for v in value):
-        _refuse(inst, attribute, value, "is not a list of IPv4 networks (host bits clear)")
+        refuse(inst, attribute, value, "is not a list of IPv4 networks (host bits clear)")
 
 
 def _as_protocols(value: object) -> object:
@@ -63,20 +64,17 @@ def _as_protocols(value: object) -> object:
 
 
 def _as_protocol(value: object) -> object:
-    try:
-        return Protocol(value)
-    except ValueError:
-        return value
+    return to_enum(Protocol, value)
 
 
 def _tcp_or_udp(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value not in (Protocol.TCP, Protocol.UDP):
-        _refuse(inst, attribute, value, "is not tcp or udp")
+        refuse(inst, attribute, value, "is not tcp or udp")
 
 
 def _protocols(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, frozenset) or not all(isinstance(v, Protocol) for v in value):
-        _refuse(inst, attribute, value, "is not a set of protocols (tcp, udp, sctp)")
+        refuse(inst, attribute, value, "is not a set of protocols (tcp, udp, sctp)")
 
 
 def _as_ports(value: object) -> object:
@@ -90,12 +88,7 @@ def _as_ports(value: object) -> object:
 
 def _ports(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, tuple) or not all(1 <= p <= 65535 for p in value):
-        _refuse(inst, attribute, value, "is not a list of ports (1..65535)")
-
-
-def _optional_port(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535):
-        _refuse(inst, attribute, value, "is not a port (1..65535)")
+        refuse(inst, attribute, value, "is not a list of ports (1..65535)")
 
 
 def _as_ipv4(value: object) -> object:
@@ -109,19 +102,20 @@ def _as_ipv4(value: object) -> object:
 
 def _optional_ipv4(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value is not None and not isinstance(value, ipaddress.IPv4Address):
-        _refuse(inst, attribute, value, "is not an IPv4 address")
+        refuse(inst, attribute, value, "is not an IPv4 address")
 
 
 def _interface(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     # IFNAMSIZ is 16 with the NUL; iptables refuses longer names and these characters.
     if not isinstance(value, str) or not 1 <= len(value) <= 15 or any(c in value for c in " /!+"):
-        _refuse(inst, attribute, value, "is not an interface name (1..15 characters, no space / ! +)")
+        refuse(inst, attribute, value, "is not an interface name (1..15 characters, no space / ! +)")
 
 
 def _join(values: Iterable[object]) -> str:
     return ",".join(str(v) for v in values)
 
 
+@value_object
 @attrs.frozen
 class FirewallMark:
     """The MARK rules that feed a firewall-mark service: which packets get ``mark``.
@@ -140,7 +134,7 @@ class FirewallMark:
     .. versionadded:: 0.2
     """
 
-    mark: int = attrs.field(validator=_int_in(1, U32_MAX, "a firewall mark"))
+    mark: int = attrs.field(validator=int_in(1, U32_MAX, "a firewall mark"))
     protocols: frozenset[Protocol] = attrs.field(
         default=frozenset(), converter=_as_protocols, validator=_protocols
     )
@@ -157,7 +151,7 @@ class FirewallMark:
 
     def __attrs_post_init__(self) -> None:
         if self.ports and (not self.protocols or not self.protocols <= _PORTED):
-            _refuse(self, attrs.fields(FirewallMark).ports, self.ports,
+            refuse(self, attrs.fields(FirewallMark).ports, self.ports,
                     "needs protocols, each of tcp, udp or sctp")
 
     @property
@@ -182,6 +176,7 @@ class FirewallMark:
                      exceptdst=_join(self.except_destinations))
 
 
+@value_object
 @attrs.frozen
 class AutoNat:
     """Auto-NAT: real servers' outbound traffic leaves with the director's address.
@@ -211,6 +206,7 @@ class AutoNat:
                      to=self.to_source or "")
 
 
+@value_object
 @attrs.frozen
 class Redirect:
     """A REDIRECT to the host itself, for a real server.
@@ -228,13 +224,13 @@ class Redirect:
     protocol: Protocol = attrs.field(
         default=Protocol.TCP, converter=_as_protocol, validator=_tcp_or_udp, kw_only=True
     )
-    port: int | None = attrs.field(default=None, validator=_optional_port, kw_only=True)
-    to_port: int | None = attrs.field(default=None, validator=_optional_port, kw_only=True)
+    port: int | None = attrs.field(default=None, validator=optional_port, kw_only=True)
+    to_port: int | None = attrs.field(default=None, validator=optional_port, kw_only=True)
 
     def __attrs_post_init__(self) -> None:
         fields = attrs.fields(Redirect)
         if self.destination is None and self.port is None:
-            _refuse(self, fields.destination, None, "must be set unless port is")
+            refuse(self, fields.destination, None, "must be set unless port is")
 
     @property
     def key(self) -> tuple[str, str, str, int]:
@@ -247,6 +243,7 @@ class Redirect:
                      port=self.port or "", to=self.to_port or "")
 
 
+@value_object
 @attrs.frozen
 class PolicyRoute:
     """Policy routing of marked packets: ``ip rule add fwmark M table T`` and the table's route.
@@ -258,8 +255,8 @@ class PolicyRoute:
     .. versionadded:: 0.2
     """
 
-    mark: int = attrs.field(validator=_int_in(1, U32_MAX, "a firewall mark"))
-    table: int = attrs.field(validator=_int_in(1, 252, "a routing table (not main, local, default)"))
+    mark: int = attrs.field(validator=int_in(1, U32_MAX, "a firewall mark"))
+    table: int = attrs.field(validator=int_in(1, 252, "a routing table (not main, local, default)"))
     via: ipaddress.IPv4Address | None = attrs.field(
         default=None, converter=_as_ipv4, validator=_optional_ipv4, kw_only=True
     )
@@ -274,6 +271,7 @@ class PolicyRoute:
         return _text(f"policy-route {self.mark}", table=self.table, via=self.via or "")
 
 
+@value_object
 @attrs.frozen
 class LoopbackVIP:
     """A real server's VIP on ``lo``, with ARP kept quiet about it: the guide's other answer to DR's
@@ -293,7 +291,7 @@ class LoopbackVIP:
 
     def __attrs_post_init__(self) -> None:
         if self.address is None:
-            _refuse(self, attrs.fields(LoopbackVIP).address, None, "is not an IPv4 address")
+            refuse(self, attrs.fields(LoopbackVIP).address, None, "is not an IPv4 address")
 
     @property
     def key(self) -> tuple[str, str]:

@@ -7,6 +7,7 @@ from types import MappingProxyType
 
 import attrs
 
+from lbcore._fields import shown
 from lbcore.model import ServiceKey, Sysctls, Timeouts, VirtualService
 from lbcore.rules import Rule, RuleKey
 
@@ -47,6 +48,15 @@ class Table:
     timeouts: Timeouts | None = None
     sysctls: Sysctls | None = None
     rules: Mapping[RuleKey, Rule] | None = attrs.field(default=None, converter=_as_rules)
+
+    def __repr__(self) -> str:
+        # Services and rules as the lists the constructor takes, not as dumps of their mappings.
+        parts = [f"services={shown(list(self.services.values()))}"]
+        if self.rules is not None:
+            parts.append(f"rules={shown(list(self.rules.values()))}")
+        parts += [f"{name}={value!r}" for name, value in (("timeouts", self.timeouts), ("sysctls", self.sysctls))
+                  if value is not None]
+        return f"Table({', '.join(parts)})"
 
     def __iter__(self) -> Iterator[VirtualService]:
         return iter(self.services.values())

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 
 import attrs
 
+from lbcore._fields import as_address
 from lbcore.backend import ALL_CAPABILITIES, RULE_CAPABILITIES, Capability, ConnectionCounts, Listings, needs, prepare
 from lbcore.enums import Scheduler
 from lbcore.errors import (
@@ -35,7 +36,7 @@ from lbcore.errors import (
     Unsupported,
 )
 from lbcore.formats import listing
-from lbcore.model import IPAddress, ServiceKey, Sysctls, VirtualService, _as_address
+from lbcore.model import IPAddress, ServiceKey, Sysctls, VirtualService
 from lbcore.ops import AddRule, DeleteRule, DeleteService, Op, SetSysctls, service_key, service_keys
 from lbcore.table import Table
 
@@ -116,7 +117,7 @@ class IPVSBackend(ConnectionCounts, Listings):
 
     @staticmethod
     def _address(value: object) -> IPAddress:
-        address = _as_address(value)
+        address = as_address(value)
         if not isinstance(address, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
             raise InvalidField("IPVSBackend", "vips", value, "is not an IPv4 or IPv6 address")
         return address

@@ -16,6 +16,7 @@ import shlex
 import typing
 from collections.abc import Iterable, Sequence
 
+from lbcore._ints import i32
 from lbcore.enums import ForwardMethod, Protocol, Scheduler, SchedulerFlag, TunnelChecksum, TunnelType
 from lbcore.errors import InvalidField, ParseError
 from lbcore.model import (
@@ -314,11 +315,6 @@ def parse_save(text: str) -> Table:
 # -- ipvsadm-save -n ---------------------------------------------------------------------------------
 
 
-def _i32(value: int) -> int:
-    value &= 0xFFFFFFFF
-    return value - (1 << 32) if value & 0x80000000 else value
-
-
 def _addr_words(address: IPAddress | None) -> list[int]:
     if address is None:
         return [0]
@@ -333,11 +329,11 @@ def _cmp_services(a: VirtualService, b: VirtualService) -> int:
     af = {4: 2, 6: 10}
     for x, y in ((a.fwmark or 0, b.fwmark or 0), (af[a.family], af[b.family]),
                  (a.protocol.number if a.protocol else 0, b.protocol.number if b.protocol else 0)):
-        r = _i32(x - y)
+        r = i32(x - y)
         if r:
             return r
     for x, y in zip(_addr_words(a.address), _addr_words(b.address)):
-        r = _i32(x - y)
+        r = i32(x - y)
         if r:
             return r
     return a.port - b.port
@@ -346,7 +342,7 @@ def _cmp_services(a: VirtualService, b: VirtualService) -> int:
 def _cmp_real_servers(a: tuple[IPAddress, int], b: tuple[IPAddress, int]) -> int:
     """libipvs ipvs_cmp_dests() on (address, port) keys: address (wrapping), then port."""
     for x, y in zip(_addr_words(a[0]), _addr_words(b[0])):
-        r = _i32(x - y)
+        r = i32(x - y)
         if r:
             return r
     return a[1] - b[1]

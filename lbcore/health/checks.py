@@ -9,15 +9,25 @@ an :class:`~lbcore.errors.InvalidField` naming the class, the field and the valu
 from __future__ import annotations
 
 import enum
-import math
 import re
-from collections.abc import Callable
 from typing import Any
 
 import attrs
 
+from lbcore._fields import (
+    as_address,
+    count,
+    int_in,
+    member_of,
+    number,
+    optional_port,
+    optional_unicast,
+    refuse,
+    to_enum,
+    value_object,
+)
 from lbcore.errors import InvalidField
-from lbcore.model import IPAddress, _address, _as_address, _refuse
+from lbcore.model import IPAddress
 
 
 class HealthState(str, enum.Enum):
@@ -31,49 +41,12 @@ class HealthState(str, enum.Enum):
 
 
 def _as_state(value: object) -> Any:
-    try:
-        return HealthState(value)
-    except ValueError:
-        return value
-
-
-def _state(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, HealthState):
-        _refuse(inst, attribute, value, "is not up or down")
-
-
-def _seconds(minimum: float, inclusive: bool) -> Callable[[object, attrs.Attribute[Any], object], None]:
-    bound = f">= {minimum}" if inclusive else f"> {minimum}"
-
-    def check(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        if not ok or (value < minimum if inclusive else value <= minimum):  # type: ignore[operator]
-            _refuse(inst, attribute, value, f"is not a number of seconds {bound}")
-
-    return check
-
-
-def _count(minimum: int) -> Callable[[object, attrs.Attribute[Any], object], None]:
-    def check(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            _refuse(inst, attribute, value, f"is not a count >= {minimum}")
-
-    return check
-
-
-def _optional_port(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535):
-        _refuse(inst, attribute, value, "is not a port (1..65535) or None")
-
-
-def _optional_address(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is not None:
-        _address(inst, attribute, value)
+    return to_enum(HealthState, value)
 
 
 def _text(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, str) or not value or any(c in value for c in "\r\n"):
-        _refuse(inst, attribute, value, "is not one line of text")
+        refuse(inst, attribute, value, "is not one line of text")
 
 
 def _optional_text(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -85,18 +58,17 @@ def _regex(inst: object, attribute: attrs.Attribute[Any], value: object) -> None
     if value is None:
         return
     if not isinstance(value, (str, bytes)):
-        _refuse(inst, attribute, value, "is not a regular expression")
+        refuse(inst, attribute, value, "is not a regular expression")
     try:
-        re.compile(value)  # type: ignore[call-overload]
+        re.compile(value)
     except re.error as exc:
-        _refuse(inst, attribute, value, f"is not a regular expression ({exc})")
+        refuse(inst, attribute, value, f"is not a regular expression ({exc})")
 
 
-def _optional_seconds(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value is not None:
-        _seconds(0.0, False)(inst, attribute, value)
+_optional_seconds = attrs.validators.optional(number(0.0))
 
 
+@value_object
 @attrs.frozen(kw_only=True)
 class Policy:
     """How a check runs and how many answers change a real server's state.
@@ -123,16 +95,17 @@ class Policy:
     .. versionadded:: 0.1
     """
 
-    interval: float = attrs.field(default=6.0, validator=_seconds(0.0, False))
-    timeout: float = attrs.field(default=5.0, validator=_seconds(0.0, False))
-    rise: int = attrs.field(default=1, validator=_count(1))
-    fall: int = attrs.field(default=1, validator=_count(1))
-    retry: int = attrs.field(default=0, validator=_count(0))
-    delay_before_retry: float = attrs.field(default=1.0, validator=_seconds(0.0, True))
-    initial: HealthState = attrs.field(default=HealthState.UP, converter=_as_state, validator=_state)
-    jitter: float = attrs.field(default=0.0, validator=_seconds(0.0, True))
+    interval: float = attrs.field(default=6.0, validator=number(0.0))
+    timeout: float = attrs.field(default=5.0, validator=number(0.0))
+    rise: int = attrs.field(default=1, validator=count(1))
+    fall: int = attrs.field(default=1, validator=count(1))
+    retry: int = attrs.field(default=0, validator=count(0))
+    delay_before_retry: float = attrs.field(default=1.0, validator=number(0.0, inclusive=True))
+    initial: HealthState = attrs.field(default=HealthState.UP, converter=_as_state, validator=member_of(HealthState))
+    jitter: float = attrs.field(default=0.0, validator=number(0.0, inclusive=True))
 
 
+@value_object
 @attrs.frozen(kw_only=True)
 class Check:
     """What every check has: where it goes, when not to the real server's own address and port.
@@ -146,11 +119,12 @@ class Check:
     .. versionadded:: 0.1
     """
 
-    address: IPAddress | None = attrs.field(default=None, converter=_as_address, validator=_optional_address)
-    port: int | None = attrs.field(default=None, validator=_optional_port)
+    address: IPAddress | None = attrs.field(default=None, converter=as_address, validator=optional_unicast)
+    port: int | None = attrs.field(default=None, validator=optional_port)
     timeout: float | None = attrs.field(default=None, validator=_optional_seconds)
 
 
+@value_object
 @attrs.frozen(kw_only=True)
 class TCPCheck(Check):
     """Up when a TCP connection is established (keepalived TCP_CHECK).
@@ -164,13 +138,13 @@ HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "OPTIONS")
 
 def _method(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value not in HTTP_METHODS:
-        _refuse(inst, attribute, value, f"is not one of: {', '.join(HTTP_METHODS)}")
+        refuse(inst, attribute, value, f"is not one of: {', '.join(HTTP_METHODS)}")
 
 
 def _path(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     _text(inst, attribute, value)
     if not str(value).startswith("/") or " " in str(value):
-        _refuse(inst, attribute, value, "is not a request path (starts with /, no spaces)")
+        refuse(inst, attribute, value, "is not a request path (starts with /, no spaces)")
 
 
 def _as_statuses(value: object) -> Any:
@@ -183,13 +157,14 @@ def _as_statuses(value: object) -> Any:
 
 def _statuses(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, frozenset) or not value:
-        _refuse(inst, attribute, value, "is not a set of HTTP status codes")
+        refuse(inst, attribute, value, "is not a set of HTTP status codes")
     assert isinstance(value, frozenset)
     for code in value:
         if isinstance(code, bool) or not isinstance(code, int) or not 100 <= code <= 599:
-            _refuse(inst, attribute, code, "is not an HTTP status code (100..599)")
+            refuse(inst, attribute, code, "is not an HTTP status code (100..599)")
 
 
+@value_object
 @attrs.frozen(kw_only=True)
 class HTTPCheck(Check):
     """Up when an HTTP(S) request gets an expected status, and a body the regex finds (HTTP_GET, SSL_GET).
@@ -221,17 +196,18 @@ class HTTPCheck(Check):
     def __attrs_post_init__(self) -> None:
         fields = attrs.fields(HTTPCheck)
         if self.body is not None and not isinstance(self.body, str):
-            _refuse(self, fields.body, self.body, "is not a str regular expression")
+            refuse(self, fields.body, self.body, "is not a str regular expression")
         if not self.https and (self.sni is not None or self.verify):
-            _refuse(self, fields.sni if self.sni is not None else fields.verify,
+            refuse(self, fields.sni if self.sni is not None else fields.verify,
                     self.sni if self.sni is not None else self.verify, "is only for https")
 
 
 def _payload(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, bytes) or not value:
-        _refuse(inst, attribute, value, "is not a non-empty bytes payload")
+        refuse(inst, attribute, value, "is not a non-empty bytes payload")
 
 
+@value_object
 @attrs.frozen(kw_only=True)
 class UDPCheck(Check):
     """Up when a datagram sent to the server gets a reply that the regex finds (keepalived UDP_CHECK).
@@ -248,7 +224,7 @@ class UDPCheck(Check):
 
     def __attrs_post_init__(self) -> None:
         if self.reply is not None and not isinstance(self.reply, bytes):
-            _refuse(self, attrs.fields(UDPCheck).reply, self.reply, "is not a bytes regular expression")
+            refuse(self, attrs.fields(UDPCheck).reply, self.reply, "is not a bytes regular expression")
 
 
 #: The query types a DNSCheck asks for (RFC 1035, RFC 3596, RFC 2782).
@@ -258,14 +234,15 @@ DNS_TYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "PTR": 12, "MX": 15, "TXT": 
 def _dns_name(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     labels = value.rstrip(".").split(".") if isinstance(value, str) else []
     if not labels or not all(0 < len(label) <= 63 and label.isascii() for label in labels) or len(str(value)) > 253:
-        _refuse(inst, attribute, value, "is not a domain name")
+        refuse(inst, attribute, value, "is not a domain name")
 
 
 def _dns_type(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if value not in DNS_TYPES:
-        _refuse(inst, attribute, value, f"is not one of: {', '.join(DNS_TYPES)}")
+        refuse(inst, attribute, value, f"is not one of: {', '.join(DNS_TYPES)}")
 
 
+@value_object
 @attrs.frozen(kw_only=True)
 class DNSCheck(Check):
     """Up when the server answers a query over UDP with NOERROR and at least one answer (DNS_CHECK).
@@ -281,6 +258,7 @@ class DNSCheck(Check):
     type: str = attrs.field(default="A", validator=_dns_type)
 
 
+@value_object
 @attrs.frozen(kw_only=True)
 class SMTPCheck(Check):
     """Up when the server greets with a 220 banner (keepalived SMTP_CHECK); it is then sent QUIT.
@@ -293,11 +271,10 @@ class SMTPCheck(Check):
 PING_MAX_SIZE = 65507
 
 
-def _ping_size(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= PING_MAX_SIZE:
-        _refuse(inst, attribute, value, f"is not a payload size (0..{PING_MAX_SIZE})")
+_ping_size = int_in(0, PING_MAX_SIZE, "a payload size")
 
 
+@value_object
 @attrs.frozen(kw_only=True)
 class PingCheck(Check):
     """Up when the server answers an ICMP (or ICMPv6) echo request (the guide's "ping server").
@@ -317,18 +294,19 @@ class PingCheck(Check):
 
     def __attrs_post_init__(self) -> None:
         if self.port is not None:
-            _refuse(self, attrs.fields(PingCheck).port, self.port, "must be None: ICMP has no port")
+            refuse(self, attrs.fields(PingCheck).port, self.port, "must be None: ICMP has no port")
 
 
 def _command(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, tuple) or not value or not all(isinstance(a, str) for a in value):
-        _refuse(inst, attribute, value, "is not a non-empty sequence of arguments")
+        refuse(inst, attribute, value, "is not a non-empty sequence of arguments")
 
 
 def _as_tuple(value: object) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
+@value_object
 @attrs.frozen(kw_only=True)
 class ExecCheck(Check):
     """Up when a command exits with status 0 in time (keepalived MISC_CHECK); it is killed on timeout.
@@ -348,6 +326,7 @@ class ExecCheck(Check):
         return [a.replace("{address}", str(address)).replace("{port}", str(port)) for a in self.command]
 
 
+@value_object
 @attrs.frozen(kw_only=True)
 class FixedCheck(Check):
     """A check that asks nothing and always gives ``state`` (ldirectord's checktype on and off).
@@ -360,7 +339,7 @@ class FixedCheck(Check):
     .. versionadded:: 0.1
     """
 
-    state: HealthState = attrs.field(default=HealthState.UP, converter=_as_state, validator=_state)
+    state: HealthState = attrs.field(default=HealthState.UP, converter=_as_state, validator=member_of(HealthState))
 
 
 @attrs.frozen

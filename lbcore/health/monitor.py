@@ -19,13 +19,14 @@ from typing import Any, Protocol
 
 import attrs
 
+from lbcore._fields import int_in, number, refuse, to_enum, value_object
 from lbcore.backend import ConnectionCounts
 from lbcore.balancer import Balancer
 from lbcore.clock import Clock
 from lbcore.enums import Protocol as L4Protocol
 from lbcore.errors import InvalidField, LBError, RealServerNotFound, ServiceNotFound
 from lbcore.health.checks import Check, HealthState, Policy, Probe, probe_for
-from lbcore.model import INT_MAX, IPAddress, RealServer, ServiceKey, VirtualService, _refuse
+from lbcore.model import INT_MAX, IPAddress, RealServer, ServiceKey, VirtualService
 from lbcore.plan import plan
 from lbcore.table import Table
 
@@ -127,22 +128,13 @@ class CheckResult:
 
 
 def _as_action(value: object) -> Any:
-    try:
-        return Action(value)
-    except ValueError:
-        return value
+    return to_enum(Action, value)
 
 
-def _non_negative(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= INT_MAX:
-        _refuse(inst, attribute, value, f"is not a weight sum (0..{INT_MAX})")
+_non_negative = int_in(0, INT_MAX, "a weight sum")
 
 
-def _positive_seconds(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
-        _refuse(inst, attribute, value, "is not a number of seconds > 0")
-
-
+@value_object
 @attrs.frozen(kw_only=True)
 class CheckedService:
     """A virtual service, as configured, with the check every real server of it gets.
@@ -171,8 +163,8 @@ class CheckedService:
     checks: Mapping[str, Check] = attrs.field(factory=dict, converter=dict, hash=False)
     policy: Policy = attrs.field(factory=Policy, validator=attrs.validators.instance_of(Policy))
     action: Action = attrs.field(default=Action.QUIESCE, converter=_as_action)
-    drain_timeout: float = attrs.field(default=300.0, validator=_positive_seconds)
-    drain_poll: float = attrs.field(default=1.0, validator=_positive_seconds)
+    drain_timeout: float = attrs.field(default=300.0, validator=number(0.0))
+    drain_poll: float = attrs.field(default=1.0, validator=number(0.0))
     fallback: RealServer | None = None
     quorum: int = attrs.field(default=1, validator=_non_negative)
     hysteresis: int = attrs.field(default=0, validator=_non_negative)
@@ -180,19 +172,19 @@ class CheckedService:
     def __attrs_post_init__(self) -> None:
         fields = attrs.fields(CheckedService)
         if not isinstance(self.action, Action):
-            _refuse(self, fields.action, self.action, "is not one of: quiesce, remove, drain")
+            refuse(self, fields.action, self.action, "is not one of: quiesce, remove, drain")
         if self.fallback is not None:
             if not isinstance(self.fallback, RealServer):
-                _refuse(self, fields.fallback, self.fallback, "is not a RealServer")
+                refuse(self, fields.fallback, self.fallback, "is not a RealServer")
             self.service.check_real_server(self.fallback)
             if self.service.real_server(self.fallback.address, self.fallback.port) is not None:
-                _refuse(self, fields.fallback, self.fallback.endpoint, "is one of the service's real servers")
+                refuse(self, fields.fallback, self.fallback.endpoint, "is one of the service's real servers")
         endpoints = {rs.endpoint for rs in self.service.real_servers}
         for endpoint, check in self.checks.items():
             if endpoint not in endpoints:
-                _refuse(self, fields.checks, endpoint, "is not a real server of the service")
+                refuse(self, fields.checks, endpoint, "is not a real server of the service")
             if not isinstance(check, Check):
-                _refuse(self, fields.checks, check, "is not a Check")
+                refuse(self, fields.checks, check, "is not a Check")
         for rs in self.service.real_servers:
             self.probe(rs)  # a fwmark service's real servers have port 0: the check must name one
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import attrs
 
+from lbcore._fields import as_address
 from lbcore.clock import VirtualClock
 from lbcore.errors import InvalidField
 from lbcore.errors import ProbeFailed as ProbeFailed  # raised here; lbcore.health exports it
@@ -39,7 +40,7 @@ from lbcore.health.checks import (
     UDPCheck,
 )
 from lbcore.health.monitor import Done
-from lbcore.model import IPAddress, _as_address, format_endpoint
+from lbcore.model import IPAddress, format_endpoint
 
 #: The most of a response an HTTP check reads; the status line and a health page fit well within.
 HTTP_READ_LIMIT = 1 << 20
@@ -346,7 +347,7 @@ class SimFleet:
         self._seq = 0
 
     def _add(self, address: object, port: int | None, at: float, condition: _Condition) -> None:
-        addr = _as_address(address)
+        addr = as_address(address)
         if isinstance(addr, (str, int)):
             raise InvalidField("SimFleet", "address", address, "is not an IPv4 or IPv6 address")
         self._seq += 1
@@ -383,7 +384,7 @@ class SimFleet:
 
     def condition(self, address: object, port: int | None, when: float) -> _Condition:
         """How the server at ``address:port`` answers a check that starts at ``when``."""
-        addr: Any = _as_address(address)
+        addr: Any = as_address(address)
         best: tuple[float, int, _Condition] | None = None
         for key in ((addr, None), (addr, port)):
             for entry in self._script.get(key, ()):

@@ -9,13 +9,14 @@ from typing import ClassVar
 import attrs
 
 from lbcore import dnat
-from lbcore.backend import ALL_CAPABILITIES, Capability, ConnectionCounts, Listings, prepare
+from lbcore._fields import as_address
+from lbcore.backend import ALL_CAPABILITIES, Capability, ConnectionCounts, ExplainsRefusals, Listings, prepare
 from lbcore.clock import Clock, VirtualClock
 from lbcore.enums import Protocol, Scheduler
 from lbcore.errors import InvalidField, ServiceNotFound
 from lbcore.formats import listing
 from lbcore.formats.trace import Replayer
-from lbcore.model import IPAddress, ServiceKey, Sysctls, Timeouts, VirtualService, _as_address, format_endpoint
+from lbcore.model import IPAddress, ServiceKey, Sysctls, Timeouts, VirtualService, format_endpoint
 from lbcore.ops import Op
 from lbcore.rules import FirewallMark, firewall_mark
 from lbcore.sim._dataplane import DataPlane, IPVSDataPlane
@@ -58,7 +59,7 @@ class Connection:
         return format_endpoint(self.real_server, self.real_port)
 
 
-class SimBackend(ConnectionCounts, Listings):
+class SimBackend(ConnectionCounts, ExplainsRefusals, Listings):
     """The simulator: lbcore's control plane on an in-memory model of the kernel's IPVS.
 
     Args:
@@ -105,6 +106,16 @@ class SimBackend(ConnectionCounts, Listings):
         self._table = Table(timeouts=Timeouts(), sysctls=Sysctls(), rules={})
         self._serial = 0
         self._next_port: dict[IPAddress, int] = {}
+
+    def why_not(self, capability: Capability) -> str | None:
+        """Name the kernel release that has a scheduler the simulated one lacks.
+
+        The optional feature ``lbcore.backend.ExplainsRefusals``.
+        """
+        if self.dataplane != "ipvs":
+            return None  # the DNAT data plane lacks what the iptables backend lacks, on any release
+        lacking = [s for s in Scheduler if Capability.for_scheduler(s) is capability]
+        return self.kernel.lacks(lacking[0]) if lacking else None
 
     # -- the backend protocol ----------------------------------------------------------------------
 
@@ -168,7 +179,7 @@ class SimBackend(ConnectionCounts, Listings):
     def _endpoints(
         self, client: object, vip: object, vport: int, cport: int | None
     ) -> tuple[IPAddress, int, IPAddress]:
-        caddr, vaddr = _as_address(client), _as_address(vip)
+        caddr, vaddr = as_address(client), as_address(vip)
         for name, value in (("client", caddr), ("vip", vaddr)):
             if not isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
                 raise InvalidField("SimBackend", name, value, "is not an IPv4 or IPv6 address")

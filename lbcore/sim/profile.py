@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import attrs
 
+from lbcore._fields import Validator, int_in, value_object
 from lbcore.enums import Scheduler
 from lbcore.errors import InvalidField
 
@@ -13,14 +12,11 @@ from lbcore.errors import InvalidField
 MH_PRIMES = (251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071)
 
 
-def _bits(lo: int, hi: int) -> Any:
-    def check(inst: object, attribute: attrs.Attribute[int], value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-            raise InvalidField("KernelProfile", attribute.name, value, f"is not in {lo}..{hi} (its Kconfig range)")
-
-    return check
+def _bits(lo: int, hi: int) -> Validator:
+    return int_in(lo, hi, "in its Kconfig range")
 
 
+@value_object
 @attrs.frozen
 class KernelProfile:
     """The kernel the simulator mirrors: its release and the IPVS build options that change decisions.
@@ -47,6 +43,14 @@ class KernelProfile:
         if self.release == "6.1":
             return frozenset(Scheduler) - {Scheduler.TWOS}
         return frozenset(Scheduler)
+
+    def lacks(self, scheduler: Scheduler) -> str | None:
+        """Why this release has no ``scheduler``, naming a release that has it; None if it has it."""
+        if scheduler in self.schedulers:
+            return None
+        have = sorted(r for r in RELEASES if scheduler in KernelProfile(release=r).schedulers)
+        return (f"Linux {self.release} has no {scheduler} scheduler (it came in Linux {have[0]}: "
+                f'SimBackend(kernel="{have[0]}") has it)')
 
     def __attrs_post_init__(self) -> None:
         if self.release not in RELEASES:

@@ -16,7 +16,7 @@ class SimReplayer:
 
     def __init__(self, backend: SimBackend) -> None:
         self.backend = backend
-        self.balancer = Balancer(self.backend)
+        self.balancer: Balancer = Balancer(self.backend)  # as the Replayer protocol has it
         self._start = self.backend.clock.now()
         self._open: dict[str, Connection] = {}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from lbcore._ints import i32
 from lbcore.model import IPAddress, RealServer, VirtualService
 
 if TYPE_CHECKING:
@@ -142,7 +143,7 @@ class Dest:
 
     def overhead(self) -> int:
         """ip_vs_dest_conn_overhead(): (activeconns << 8) + inactconns, a C int."""
-        return _i32((self.activeconns << 8) + self.inactconns)
+        return i32((self.activeconns << 8) + self.inactconns)
 
     def bind(self, template: bool) -> None:
         """ip_vs_bind_dest(): count a new connection (always inactive at first) or template."""
@@ -177,11 +178,6 @@ class Dest:
 
     def __repr__(self) -> str:
         return f"<Dest {self.address}:{self.port} w={self.weight}>"
-
-
-def _i32(value: int) -> int:
-    value &= 0xFFFFFFFF
-    return value - (1 << 32) if value & 0x80000000 else value
 
 
 class SimService:

@@ -15,15 +15,11 @@ from collections.abc import Iterator, Sequence
 
 import attrs
 
+from lbcore._fields import as_address, number, value_object
 from lbcore.enums import Protocol
 from lbcore.errors import InvalidField
-from lbcore.model import IPAddress, _as_address
+from lbcore.model import IPAddress
 from lbcore.sim.backend import Connection, SimBackend
-
-
-def _positive(inst: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise InvalidField(type(inst).__name__, attribute.name, value, "is not a positive number")
 
 
 def clients_in(network: str, count: int) -> list[IPAddress]:
@@ -46,6 +42,7 @@ def clients_in(network: str, count: int) -> list[IPAddress]:
     return hosts
 
 
+@value_object
 @attrs.frozen
 class Workload:
     """Clients opening sessions to one virtual service.
@@ -62,12 +59,12 @@ class Workload:
     .. versionadded:: 0.1
     """
 
-    vip: IPAddress = attrs.field(converter=_as_address)
+    vip: IPAddress = attrs.field(converter=as_address)
     vport: int
     clients: Sequence[IPAddress] = attrs.field(converter=tuple)
-    rate: float = attrs.field(default=100.0, validator=_positive)
-    mean_session: float = attrs.field(default=30.0, validator=_positive)
-    duration: float = attrs.field(default=60.0, validator=_positive)
+    rate: float = attrs.field(default=100.0, validator=number(0.0, unit="sessions per second"))
+    mean_session: float = attrs.field(default=30.0, validator=number(0.0))
+    duration: float = attrs.field(default=60.0, validator=number(0.0))
     protocol: Protocol = attrs.field(default=Protocol.TCP, converter=Protocol)
     seed: int = 0
     mark: int = 0

@@ -6,8 +6,9 @@ distribution and every rule of the choice, not the kernel's individual draws.
 
 from __future__ import annotations
 
+from lbcore._ints import i32
 from lbcore.sim.schedulers._base import Packet, SchedulerImpl
-from lbcore.sim.state import OVERLOAD, Dest, _i32
+from lbcore.sim.state import OVERLOAD, Dest
 
 
 class PowerOfTwoChoices(SchedulerImpl):
@@ -17,7 +18,7 @@ class PowerOfTwoChoices(SchedulerImpl):
         eligible = [d for d in self.svc.dests if not d.flags & OVERLOAD and d.weight > 0]
         if not eligible:
             return None
-        total = _i32(sum(d.weight for d in eligible)) + 1  # draws are in [0, total weight]
+        total = i32(sum(d.weight for d in eligible)) + 1  # draws are in [0, total weight]
         draw = self.host.random.randrange
         r1, r2 = draw(total), draw(total)
         choice1 = choice2 = None
@@ -32,7 +33,7 @@ class PowerOfTwoChoices(SchedulerImpl):
             if choice1 is not None and choice2 is not None:
                 break
         # 32-bit int products: they can wrap, and the kernel compares the wrapped values.
-        if choice2 is not None and _i32(w2 * oh1) > _i32(w1 * oh2):
+        if choice2 is not None and i32(w2 * oh1) > i32(w1 * oh2):
             return choice2
         return choice1
 
