@@ -395,30 +395,39 @@ class IPVSBackend(ConnectionCounts, Listings):
 
         Raises:
             InvalidField: an unknown state.
-            BackendError: the kernel refused (EEXIST: already running).
+            BackendError: the kernel refused (EEXIST: already running), or did not answer within
+                30 s.
         """
         c = self._codec
         if state not in c.DAEMON_STATES:
             raise InvalidField("IPVSBackend.start_daemon", "state", state, "is not master or backup")
-        self._daemon(c.CMD_NEW_DAEMON, c.daemon_nest(state, interface, syncid))
+        self._daemon(c.CMD_NEW_DAEMON, c.daemon_nest(state, interface, syncid), state, running=True)
 
     def stop_daemon(self, state: str) -> None:
         """Stop the sync daemon of ``state`` ("master" or "backup").
 
         Raises:
             InvalidField: an unknown state.
-            BackendError: the kernel refused.
+            BackendError: the kernel refused (ESRCH: not running), or did not answer within 30 s.
         """
         c = self._codec
         if state not in c.DAEMON_STATES:
             raise InvalidField("IPVSBackend.stop_daemon", "state", state, "is not master or backup")
-        self._daemon(c.CMD_DEL_DAEMON, c.daemon_nest(state))
+        self._daemon(c.CMD_DEL_DAEMON, c.daemon_nest(state), state, running=False)
 
-    def _daemon(self, cmd: int, nest: Any) -> None:
+    def _daemon(self, cmd: int, nest: Any, state: str, running: bool) -> None:
+        """Send a daemon command; when the kernel carried it out without a word, check the outcome.
+
+        The kernel stays silent when a stop comes before the sync thread first ran
+        (IPVSSocket.change()): the daemon is stopped all the same, as the kernel's list shows.
+        """
         try:
-            self.socket.request(cmd, nest)
+            acknowledged = self.socket.change(cmd, nest)
         except self._error as exc:
             raise BackendError("ipvs", f"sync daemon: {exc.strerror}", errno=exc.errno) from exc
+        if not acknowledged and any(d["state"] == state for d in self.daemons()) != running:
+            raise BackendError("ipvs", f"the kernel did not answer {self._codec.CMD_NAMES[cmd]}, and the {state} "
+                               f"sync daemon is {'not' if running else 'still'} running", errno=errno.EINTR)
 
     def daemons(self) -> list[dict[str, Any]]:
         """The running sync daemons: state, interface, syncid (ipvsadm -L --daemon)."""
