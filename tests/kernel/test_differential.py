@@ -6,6 +6,13 @@ simulator then replays the trace with those times. Every connection must reach t
 server (or be refused by both); the connection tables (state and real server) and
 ``ipvsadm -Sn`` must agree at the end. A disagreement is a bug in the simulator.
 
+The kernel's table is read once the real servers still in the service have answered every close
+with their own FIN (:meth:`Topology.settle <_harness.kernel_replay.Topology.settle>`): the
+simulator closes both sides at once, so its NAT entries are in TIME_WAIT, while the kernel's stay
+in CLOSE_WAIT until the real server's FIN has passed the director. Read any earlier, a busy machine
+showed the last few closes in CLOSE_WAIT on the kernel's side only: a race of the harness, not a
+divergence of the simulator.
+
 ``LBCORE_DIFF_CONNECTIONS`` sets the connections per trace (default 2000), and with them each
 test's budget (idle here: about 15 s for 2,000 connections in NAT, 30 s in DR, whose traces pause
 for templates to expire).
