@@ -3,7 +3,8 @@
 Tests marked ``@pytest.mark.kernel`` need IPVS, which this machine's kernel lacks. pytest collects
 them on the host like any test. When the first is due, this plugin writes a plan (the kernel tests
 in units, longest first: :func:`split`) and boots user-mode Linux several times side by side
-(:func:`_harness.uml.run_in_uml`; the kernel has one CPU, so by default a boot per core), each
+(:func:`_harness.uml.run_in_uml`; the kernel has one CPU, so by default a boot per core and one
+more to fill the time that trace pauses leave idle), each
 running pytest inside on every kernel test file::
 
     python -m pytest -p no:cacheprovider --continue-on-collection-errors \\
@@ -57,7 +58,7 @@ Use it from the ``conftest.py`` of a directory of kernel tests by importing the 
 (``pytest_plugins = [...]`` would be shorter, but pytest refuses it in a conftest below the
 rootdir, which is where kernel tests live.)
 
-Environment (host): ``LBCORE_UML_BOOTS`` (boots side by side; default: the number of CPUs),
+Environment (host): ``LBCORE_UML_BOOTS`` (boots side by side; default: the number of CPUs + 1),
 ``LBCORE_KERNEL_BUDGET_SCALE`` (multiplies every budget, for a slow machine; default 1),
 ``LBCORE_KERNEL_LOGS`` (where the boots' directories go; default a new temporary directory),
 ``LBCORE_UML_MEM`` (each kernel's memory; default 512M).
@@ -486,7 +487,8 @@ def _start(session: pytest.Session) -> _Run:
     shutil.rmtree(logs / _CLAIMS, ignore_errors=True)
     (logs / _CLAIMS).mkdir(parents=True)
     (logs / _PLAN).write_text(json.dumps({"units": units, "budgets": budgets}), encoding="utf-8")
-    count = max(1, min(len(units), int(os.environ.get("LBCORE_UML_BOOTS", str(os.cpu_count() or 1)))))
+    # One boot more than cores: a boot's kernel has one CPU, and the DR traces' pauses leave it idle.
+    count = max(1, min(len(units), int(os.environ.get("LBCORE_UML_BOOTS", str((os.cpu_count() or 1) + 1)))))
     boots = [_Boot(number=n, work=logs / f"boot-{n}") for n in range(1, count + 1)]
     for boot in boots:
         shutil.rmtree(boot.work, ignore_errors=True)
