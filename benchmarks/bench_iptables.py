@@ -25,13 +25,17 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from lbcore_iptables import IPTablesBackend
 
 from lbcore import Balancer, RealServer, VirtualService
-from lbcore.testing.netns import Lab
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the CI harness, tests/_harness
+from _harness.netns import Lab
 
 REAL_SERVERS = [f"10.200.0.{n}" for n in range(1, 5)]
 EMPTY_NAT = "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n" \

@@ -110,7 +110,8 @@ def main() -> None:
     if os.environ.get("LBCORE_IN_UML"):
         inside()
         return
-    from lbcore.testing.uml import run_in_uml
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the CI harness, tests/_harness
+    from _harness.uml import run_in_uml
 
     result = run_in_uml([sys.executable, str(Path(__file__).resolve())], cwd=str(Path(__file__).parent.parent),
                         timeout=1200)

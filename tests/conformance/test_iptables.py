@@ -3,10 +3,10 @@
 from collections.abc import Iterator
 
 import pytest
+from _harness.netns import Lab
 from lbcore_iptables import IPTablesBackend
 
 from lbcore.testing.conformance import BackendConformance
-from lbcore.testing.netns import Lab
 
 
 @pytest.mark.netns

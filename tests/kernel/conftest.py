@@ -1,4 +1,4 @@
-"""Kernel tests: real IPVS in user-mode Linux, all in one boot (lbcore.testing.kernel_plugin).
+"""Kernel tests: real IPVS in user-mode Linux boots side by side (tests/_harness/kernel_plugin.py).
 
 On the host, pytest collects these tests and the plugin runs them inside the kernel; inside
 (``LBCORE_IN_UML=1``) they run as plain tests, as root, with the fixtures below. Each test leaves
@@ -12,10 +12,10 @@ import subprocess
 from collections.abc import Callable, Iterator
 
 import pytest
-
-from lbcore.testing.kernel_plugin import (  # noqa: F401 - pytest hooks, found here by pytest
+from _harness.kernel_plugin import (  # noqa: F401 - pytest hooks, found here by pytest
     pytest_configure,
     pytest_runtest_protocol,
+    pytest_sessionfinish,
     pytest_terminal_summary,
 )
 

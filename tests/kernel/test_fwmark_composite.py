@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from _harness.netns import Lab
 
 from lbcore import Balancer, RealServer, VirtualService, open_backend
 from lbcore.ops import AddRealServer, AddRule, AddService, DeleteRule, DeleteService
 from lbcore.rules import FirewallMark
 from lbcore.table import Table
-from lbcore.testing.netns import Lab
 
 pytestmark = pytest.mark.kernel
 

@@ -1,12 +1,12 @@
 """The health monitor drives real IPVS: quiesce and graceful drain, shown with real TCP traffic.
 
-Topology (:class:`lbcore.testing.kernel_replay.Topology`, NAT), all inside user-mode Linux::
+Topology (:class:`_harness.kernel_replay.Topology`, NAT), all inside user-mode Linux::
 
-    client netns "lbc"            director (the monitor, IPVS)           real server netns lbr1, lbr2
-    10.0.7.1, 10.0.7.2  ------  VIP 10.0.0.100:80  ------------------  10.1.N.2:80  the service
+    client netns "client"         director (the monitor, IPVS)           real server netns rs1, rs2
+    10.0.7.1, 10.0.7.2  ------  VIP 10.0.0.99:80  -------------------  10.1.N.2:80  the service
                                                                        10.1.N.2:8081  its health agent
 
-Each real server answers on port 80 with its address (``lbcore.testing._peers``). The monitor checks
+Each real server answers on port 80 with its address (``_harness._peers``). The monitor checks
 port 8081, where a small agent accepts connections: stopping the agent fails the check while the
 service itself still answers, so whatever the client sees afterwards is IPVS's doing, not the real
 server's. The monitor runs on asyncio in a thread of its own, with an :class:`IPVSBackend` behind a
@@ -27,16 +27,17 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
+from _harness.kernel_replay import CLIENT_NS, Topology
 from lbcore_ipvs import IPVSBackend
 
 from lbcore import Balancer, RealServer, VirtualService
 from lbcore.health import Action, AsyncioProber, CheckedService, Event, EventKind, Monitor, Policy, TCPCheck
-from lbcore.testing.kernel_replay import Topology
 
 pytestmark = pytest.mark.kernel
 
 T = TypeVar("T")
-VIP, PORT, AGENT_PORT = "10.0.0.100", 80, 8081
+# Not 10.0.0.100 and up: the differential traces use those, and IPVS keeps entries for minutes.
+VIP, PORT, AGENT_PORT = "10.0.0.99", 80, 8081
 # The drain test's service has a port of its own: IPVS gives a re-added real server of the same
 # service its old counters back (the dest comes back from the trash), TIME_WAIT entries included.
 DRAIN_PORT = 8000
@@ -100,11 +101,12 @@ def stop(process: subprocess.Popen[str]) -> None:
 class Agents:
     """A health agent on port 8081 of each real server; ``stop(rs)`` and ``start(rs)`` fail and mend its check."""
 
-    def __init__(self) -> None:
+    def __init__(self, topology: Topology) -> None:
+        self.topology = topology
         self.running: dict[str, subprocess.Popen[str]] = {}
 
     def start(self, rs: str) -> None:
-        process = peer(f"lbr{rs.split('.')[2]}", AGENT, rs, str(AGENT_PORT))
+        process = peer(self.topology.ns(Topology.server_ns(rs)), AGENT, rs, str(AGENT_PORT))
         assert process.stdout is not None
         line = process.stdout.readline().strip()
         if line != "ready":
@@ -198,7 +200,7 @@ def service(port: int = PORT) -> VirtualService:
 def rig(ipvsadm: Callable[..., str]) -> Iterator[tuple[Topology, Agents, IPVSBackend]]:
     """The topology, a health agent on each real server, and an IPVSBackend to read the kernel with."""
     with Topology("nat", VIP, CLIENTS, [RS1, RS2], port=PORT) as topology:
-        agents = Agents()
+        agents = Agents(topology)
         kernel = IPVSBackend(vips=[VIP])
         try:
             for rs in (RS1, RS2):
@@ -234,7 +236,7 @@ def test_a_quiesced_real_server_gets_no_new_connection_and_keeps_its_live_one(ri
         assert weights(kernel) == {RS1: 1, RS2: 1}  # the monitor put the service in the kernel
         assert set(clients.open(6)) == {RS1, RS2}  # rr: both get new connections
         # A live connection to each real server (rr alternates), held across the failure.
-        flows = [peer("lbc", FLOW, CLIENTS[1], str(PORT)) for _ in range(2)]
+        flows = [peer(topology.ns(CLIENT_NS), FLOW, CLIENTS[1], str(PORT)) for _ in range(2)]
         reached = [f.stdout.readline().strip().split(":")[0] for f in flows if f.stdout is not None]
         assert sorted(reached) == [RS1, RS2], reached
         flow = flows[reached.index(RS1)]
@@ -271,7 +273,7 @@ def test_a_live_flow_to_a_draining_real_server_completes_without_reset_then_the_
     thread = MonitorThread(Balancer(IPVSBackend(vips=[VIP])), CheckedService(
         service=service(DRAIN_PORT), check=TCPCheck(port=AGENT_PORT), policy=POLICY, action=Action.DRAIN,
         drain_timeout=DRAIN_TIMEOUT, drain_poll=0.2))
-    flow = peer("lbc", FLOW, CLIENTS[1], str(DRAIN_PORT))
+    flow = peer(topology.ns(CLIENT_NS), FLOW, CLIENTS[1], str(DRAIN_PORT))
     try:
         assert flow.stdout is not None
         draining = flow.stdout.readline().strip().split(":")[0]

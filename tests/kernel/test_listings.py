@@ -1,7 +1,7 @@
 """ipvsadm's listings from real IPVS: equal to the simulator's, and to ``ipvsadm``'s own text.
 
 A short trace (three real servers, one quiesced; source-IP persistence; some connections closed,
-some left open) is replayed as real TCP through the kernel (lbcore.testing.kernel_replay), then on
+some left open) is replayed as real TCP through the kernel (tests/_harness/kernel_replay.py), then on
 the simulator at the times the kernel really carried each event out. Both then wait past the
 estimator's next 2-second tick, and "Layer 4 Status" (``-Ln --stats``, ``-Ln --rate``, ``-Ln``,
 ``-Ln --persistent-conn``) and "Layer 4 Current Connections" (``-Lnc``) are printed from each
@@ -34,13 +34,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from _harness.kernel_replay import KernelReplayer, topology_for
 from lbcore_ipvs import IPVSBackend
 
 from lbcore import Balancer, Listings
 from lbcore.formats.listing import timeout
 from lbcore.formats.trace import parse_trace, replay
 from lbcore.sim import SimBackend
-from lbcore.testing.kernel_replay import KernelReplayer, topology_for
 
 pytestmark = pytest.mark.kernel
 

@@ -3,7 +3,7 @@
 Topology, all inside the user-mode Linux kernel (it has no link to the outside)::
 
     client netns               director (the kernel's root netns)                real server netns
-    10.0.1.2 --veth-- 10.0.1.1    VIP 10.0.0.100/32 on vip0 (dummy)    10.0.2.1 --veth-- 10.0.2.2:8080
+    10.0.1.2 --veth-- 10.0.1.1    VIP 10.0.0.98/32 on vip0 (dummy)     10.0.2.1 --veth-- 10.0.2.2:8080
 
 The client's and the real server's default routes point at the director, so the server's replies
 come back through it and IPVS rewrites them (NAT, ``-m``).
@@ -18,7 +18,7 @@ import pytest
 
 pytestmark = pytest.mark.kernel
 
-VIP, PORT = "10.0.0.100", 80
+VIP, PORT = "10.0.0.98", 80  # not 10.0.0.99 and up: other kernel tests use those
 CLIENT, DIRECTOR_CLIENT_SIDE = "10.0.1.2", "10.0.1.1"
 REAL_SERVER, DIRECTOR_SERVER_SIDE, REAL_PORT = "10.0.2.2", "10.0.2.1", 8080
 

@@ -12,12 +12,12 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from _harness.netns import Lab
 from lbcore_iptables import IPTablesBackend
 
 from lbcore import Balancer, Persistence, RealServer, VirtualService
 from lbcore.clock import VirtualClock
 from lbcore.sim import SimBackend
-from lbcore.testing.netns import Lab
 
 pytestmark = pytest.mark.netns
 

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from _harness.netns import Lab
 
-from lbcore.testing.netns import Lab
 from tests._docs_code import ENV, Block, blocks
 
 pytestmark = pytest.mark.netns

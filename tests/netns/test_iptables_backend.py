@@ -1,6 +1,6 @@
 """The iptables backend against this machine's real netfilter, with real TCP between namespaces.
 
-Every test runs in namespaces it makes (lbcore.testing.netns.Lab), with an operator's own rules
+Every test runs in namespaces it makes (_harness.netns.Lab), with an operator's own rules
 in the director's tables before lbcore starts; each test ends by checking those are untouched.
 """
 
@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _harness.netns import Lab
 from lbcore_iptables import IPTablesBackend
 
 from lbcore import BackendError, BackendUnavailable, Balancer, Persistence, RealServer, Unsupported, VirtualService
 from lbcore.rules import AutoNat, FirewallMark, LoopbackVIP, PolicyRoute, Redirect
 from lbcore.table import Table
-from lbcore.testing.netns import Lab
 
 pytestmark = pytest.mark.netns
 

@@ -21,10 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _harness.netns import Lab
 from lbcore_iptables import IPTablesBackend
 
 from lbcore import BackendError, Balancer, RealServer, VirtualService
-from lbcore.testing.netns import Lab
 
 pytestmark = pytest.mark.netns
 

@@ -40,7 +40,6 @@ Facts of this workplace that shape it:
 Every command inside gets ``LBCORE_IN_UML=1``. Boot, mounts and the default modules take about
 1.5 s here (:attr:`UMLResult.boot_seconds`).
 
-.. versionadded:: 0.1.0
 """
 
 from __future__ import annotations
@@ -58,6 +57,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -247,6 +247,7 @@ def run_in_uml(
     modules: Sequence[str] = DEFAULT_MODULES,
     workdir: str | None = None,
     kernel: UMLKernel | None = None,
+    cancel: threading.Event | None = None,
 ) -> UMLResult:
     """Boot user-mode Linux, run ``argv`` inside it as root, and power it off.
 
@@ -264,6 +265,7 @@ def run_in_uml(
             at the same path, so the command can leave files there for the caller. By default a
             temporary directory, removed afterwards.
         kernel: the kernel to boot; by default :func:`find_uml`'s.
+        cancel: when set (from another thread), the kernel is killed as on a timeout.
 
     Returns:
         The command's exit status and output, and timings.
@@ -271,7 +273,9 @@ def run_in_uml(
     Raises:
         BackendUnavailable: user-mode Linux is not installed.
         BackendError: the kernel did not run the command to the end: it timed out, panicked, or
-            a module failed to load. The message holds the tails of the init log and console.
+            a module failed to load. The message holds the tail of the init log, and names the
+            console log (``<workdir>/console.log``), or holds its tail if the directory is a
+            temporary one.
     """
     kernel = kernel or find_uml()
     to_load, missing = load_order(kernel.module_dir, modules)
@@ -311,8 +315,8 @@ def run_in_uml(
         ]
         started = time.monotonic()
         with open(work / "console.log", "wb") as console:
-            _boot(command, console, timeout)
-        return _result(work, missing, time.monotonic() - started)
+            _boot(command, console, timeout, cancel)
+        return _result(work, missing, time.monotonic() - started, keep=workdir is not None)
     finally:
         if workdir is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -337,7 +341,7 @@ def _init_script(work: Path) -> str:
     no_avx = " ".join(q(f"{key}={value}") for key, value in _NO_AVX_ENV.items())
     # -I -S: the init needs the standard library only, and starts faster without site.
     return f"""#!/bin/sh
-# Written by lbcore.testing.uml: PID 1 of a user-mode Linux boot. init.py does the work.
+# Written by tests/_harness/uml.py: PID 1 of a user-mode Linux boot. init.py does the work.
 export {no_avx}
 W={q(str(work))}
 exec >"$W/init.log" 2>&1 </dev/null
@@ -468,7 +472,7 @@ def _seccomp_no_xstate() -> bytes:
 
 
 #: Run by this interpreter as ``python -c LAUNCHER <program hex> <kernel> <args...>``: no core
-#: dumps, install the seccomp program, then become the kernel. A process of its own rather than
+#: dumps, killed with its parent, install the seccomp program, then become the kernel. A process of its own rather than
 #: ``preexec_fn``, which is unsafe when the caller has threads.
 _LAUNCHER = """
 import ctypes, os, resource, sys
@@ -479,6 +483,7 @@ class SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 fprog = SockFprog(len(program) // 8, ctypes.addressof(buffer))
 libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL: the kernel goes if the thread that started it dies
 if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
     sys.exit(f"prctl(PR_SET_NO_NEW_PRIVS): {os.strerror(ctypes.get_errno())}")
 if libc.prctl(22, 2, ctypes.byref(fprog), 0, 0) != 0:  # PR_SET_SECCOMP, SECCOMP_MODE_FILTER
@@ -487,23 +492,28 @@ os.execv(sys.argv[2], sys.argv[2:])
 """
 
 
-def _boot(command: Sequence[str], console: IO[bytes], timeout: float) -> None:
+def _boot(command: Sequence[str], console: IO[bytes], timeout: float, cancel: threading.Event | None) -> None:
     launch = [sys.executable, "-I", "-S", "-c", _LAUNCHER, _seccomp_no_xstate().hex(), *command]
     # A session of its own, so that the kernel's helper processes can be ended with it.
     process = subprocess.Popen(
         launch, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT, start_new_session=True
     )
+    deadline = time.monotonic() + timeout
     try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        pass
+        while not (cancel is not None and cancel.is_set()):
+            try:
+                process.wait(timeout=max(0.0, min(0.5, deadline - time.monotonic())))
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() >= deadline:
+                    break
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
 
 
-def _result(work: Path, missing: Sequence[str], elapsed: float) -> UMLResult:
+def _result(work: Path, missing: Sequence[str], elapsed: float, *, keep: bool) -> UMLResult:
     def read(name: str) -> str:
         try:
             return (work / name).read_text(encoding="utf-8", errors="replace")
@@ -513,10 +523,12 @@ def _result(work: Path, missing: Sequence[str], elapsed: float) -> UMLResult:
     status, console = read("status").strip(), read("console.log")
     if not re.fullmatch(r"-?\d+", status):
         reason = status or f"no exit status after {elapsed:.1f} s: the kernel timed out or died"
-        raise BackendError(
-            "uml",
-            f"{reason}\n--- init log ---\n{read('init.log')[-4000:]}\n--- kernel console ---\n{console[-4000:]}",
-        )
+        # The console is the kernel's own chatter (IPVS warns on every drop): a file to read, not
+        # a message to print, unless nobody will find the file afterwards.
+        where = (f"kernel console: {work / 'console.log'}" if keep
+                 else f"--- kernel console ---\n{console[-4000:]}")
+        init_log = "\n".join(read("init.log").splitlines()[-20:])
+        raise BackendError("uml", f"{reason}\n--- init log ---\n{init_log}\n{where}")
     boot = json.loads(read("boot.json") or "{}")
     return UMLResult(
         returncode=int(status),
