@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 
 from lbcore import Balancer, Persistence, RealServer, Redirect, Table, VirtualService
+from lbcore.formats.listing import layer4_report
 from lbcore.sim import SimBackend
 from lbcore.sim.workload import Workload, clients_in, run
 
@@ -72,11 +73,8 @@ def main() -> None:
     held = [sim.connect(client, VIP, PORT) for client in ("192.168.10.1", "192.168.10.2")]  # still open
     assert all(conn is not None for conn in held)
     sim.advance(2)  # the kernel's counters are a snapshot taken every 2 s
-    print("\nLayer 4 Status")
-    print(sim.status(stats=True))
-    print(sim.status())
-    print("\nLayer 4 Current Connections")
-    print(sim.connections())
+    print()
+    print(layer4_report(sim.snapshot()))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 
 from lbcore import AutoNat, Balancer, Persistence, RealServer, Table, VirtualService
+from lbcore.formats.listing import layer4_report
 from lbcore.sim import SimBackend
 from lbcore.sim.workload import Workload, clients_in, run
 
@@ -69,11 +70,8 @@ def main() -> None:
     held = sim.connect("192.168.10.1", VIP, PORT)  # still open
     assert held is not None and held.endpoint.endswith(f":{PORT}")
     sim.advance(2)  # the kernel's counters are a snapshot taken every 2 s
-    print("\nLayer 4 Status")
-    print(sim.status(stats=True))
-    print(sim.status())
-    print("\nLayer 4 Current Connections")
-    print(sim.connections())
+    print()
+    print(layer4_report(sim.snapshot()))
 
 
 if __name__ == "__main__":

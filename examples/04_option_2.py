@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 
 from lbcore import Balancer, FirewallMark, Persistence, PolicyRoute, RealServer, Redirect, Table, VirtualService
+from lbcore.formats.listing import layer4_report
 from lbcore.health import CheckedService, EventKind, Monitor, PingCheck, Policy, SimProber
 from lbcore.sim import SimBackend
 
@@ -85,11 +86,8 @@ def main() -> None:
     monitor.stop()
     assert lb.read().rules.keys() == {MARKS.key, LOCAL_DELIVERY.key}  # the monitor changed weights only
     prober.run_until(prober.clock.now() + 2)  # the kernel's counters are a snapshot taken every 2 s
-    print("\nLayer 4 Status")
-    print(sim.status(stats=True))
-    print(sim.status())
-    print("\nLayer 4 Current Connections")
-    print(sim.connections())
+    print()
+    print(layer4_report(sim.snapshot()))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from lbcore import Backend, InvalidField, LBError, Listings, open_backend
+from lbcore.formats import listing
 from lbcore.formats.trace import Replayable, parse_trace, replay
 
 
@@ -30,7 +31,7 @@ def _replay(args: argparse.Namespace) -> int:
 def _status(backend: Backend) -> str:
     if not isinstance(backend, Listings):
         raise InvalidField("lbcore replay", "--status", backend.name, "has no ipvsadm listings")
-    return backend.status(stats=True) + backend.status()
+    return listing.layer4_status(backend.snapshot())
 
 
 def _connections(backend: Backend) -> str:

@@ -259,6 +259,29 @@ def timeout(snapshot: Snapshot) -> str:
     return f"Timeout (tcp tcpfin udp): {t.tcp} {t.tcpfin} {t.udp}\n"
 
 
+def layer4_status(snapshot: Snapshot) -> str:
+    """The guide's "Layer 4 Status": ``ipvsadm -Ln --stats``, then ``ipvsadm -Ln``.
+
+    Raises:
+        Nothing.
+
+    .. versionadded:: 0.3
+    """
+    return status(snapshot, stats=True) + status(snapshot)
+
+
+def layer4_report(snapshot: Snapshot) -> str:
+    """Both of the guide's reports, titled: "Layer 4 Status", then "Layer 4 Current Connections".
+
+    Raises:
+        Nothing.
+
+    .. versionadded:: 0.3
+    """
+    return (f"Layer 4 Status\n{status(snapshot, stats=True)}\n{status(snapshot)}\n"
+            f"Layer 4 Current Connections\n{connections(snapshot)}")
+
+
 _STATS_TITLE = "{:<33} {:>8} {:>8} {:>8} {:>8} {:>8}\n  -> RemoteAddress:Port\n"
 _TITLES = {
     "stats": _STATS_TITLE.format("Prot LocalAddress:Port", "Conns", "InPkts", "OutPkts", "InBytes",

@@ -30,6 +30,8 @@ from lbcore.formats.listing import (
     _inet_ntop6,
     _largenum,
     connections,
+    layer4_report,
+    layer4_status,
     parse_proc_ip_vs_conn,
     proc_ip_vs_conn,
     status,
@@ -491,3 +493,12 @@ def test_ipvs_backend_takes_the_kernels_stats64_nest_as_stats() -> None:
 
     kernel = {"conns": 7, "inpkts": 27, "outpkts": 17, "inbytes": 1460, "outbytes": 1024, "cps": 1}
     assert _stats(kernel) == Stats(conns=7, inpkts=27, outpkts=17, inbytes=1460, outbytes=1024, cps=1)
+
+
+def test_layer4_report_is_the_guides_two_reports_titled_in_order(sim: SimBackend) -> None:
+    sim.advance(2)  # the counters' snapshot
+    snap = sim.snapshot()
+    stats, plain, current = status(snap, stats=True), status(snap), connections(snap)
+    assert layer4_status(snap) == stats + plain
+    assert layer4_report(snap) == (f"Layer 4 Status\n{stats}\n{plain}\nLayer 4 Current Connections\n{current}")
+    assert "203.0.113.5:40000" in current and "Conns" in stats
