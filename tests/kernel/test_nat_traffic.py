@@ -116,9 +116,11 @@ def test_tcp_connection_through_ipvs_nat_reaches_the_real_server(run, ipvsadm, n
     # The real server saw the client's own address: NAT rewrites the destination only.
     assert reply == f"real server {REAL_SERVER}, client {CLIENT}"
     # ipvsadm -Lnc: pro expire state source virtual destination. Other kernel tests may have left
-    # entries of their own (they expire in minutes): only this client's count.
+    # entries of their own (they expire in minutes), from the same client addresses too: only this
+    # client's entries on this VIP count.
     entries = [line.split() for line in connections.splitlines()
-               if line.startswith("TCP") and line.split()[3].startswith(f"{CLIENT}:")]
+               if line.startswith("TCP") and line.split()[3].startswith(f"{CLIENT}:")
+               and line.split()[4] == f"{vip}:{PORT}"]
     assert len(entries) == 1, connections
     _, _, state, _, virtual, destination = entries[0]
     assert (state, virtual, destination) == ("ESTABLISHED", f"{vip}:{PORT}", f"{REAL_SERVER}:{REAL_PORT}")
