@@ -43,7 +43,9 @@ VIP, PORT, AGENT_PORT = "10.0.0.99", 80, 8081
 DRAIN_PORT = 8000
 RS1, RS2 = "10.1.1.2", "10.1.2.2"
 CLIENTS = ["10.0.7.1", "10.0.7.2"]
-POLICY = Policy(interval=0.2, timeout=0.2, fall=2, rise=2)
+# A failure here is a refused connection, which comes at once; the timeout only has to be long
+# enough that a busy machine never turns a slow answer into a failure.
+POLICY = Policy(interval=0.2, timeout=2.0, fall=2, rise=2)
 
 # The health agent: accept and close, until killed.
 AGENT = """
@@ -169,7 +171,7 @@ class MonitorThread:
         self.loop.call_soon_threadsafe(run)
         return done.result(timeout=10)
 
-    def wait(self, kind: EventKind, address: str | None = None, limit: float = 5.0) -> Event:
+    def wait(self, kind: EventKind, address: str | None = None, limit: float = 30.0) -> Event:
         """The next event of ``kind`` (about ``address``), once acted on; earlier ones of other kinds are dropped."""
         deadline = time.monotonic() + limit
         while True:
@@ -263,7 +265,7 @@ def test_a_quiesced_real_server_gets_no_new_connection_and_keeps_its_live_one(ri
             stop(flow)
 
 
-DRAIN_TIMEOUT = 6.0
+DRAIN_TIMEOUT = 10.0
 
 
 def test_a_live_flow_to_a_draining_real_server_completes_without_reset_then_the_server_is_deleted(
@@ -295,9 +297,9 @@ def test_a_live_flow_to_a_draining_real_server_completes_without_reset_then_the_
         # The flow's entry now waits out TIME_WAIT (2 minutes in IPVS), which InActConn counts:
         # the drain ends at its timeout, and deletes the real server.
         assert counts(kernel, draining, DRAIN_PORT) == (0, 1)
-        drained = thread.wait(EventKind.DRAINED, draining, limit=DRAIN_TIMEOUT + 2)
+        drained = thread.wait(EventKind.DRAINED, draining, limit=DRAIN_TIMEOUT + 30)
         assert drained.detail == "drain timeout, 1 connections left"
-        assert drained.time - down.time == pytest.approx(DRAIN_TIMEOUT, abs=0.3)
+        assert drained.time - down.time >= DRAIN_TIMEOUT  # a busy machine can only make it later
         assert weights(kernel, DRAIN_PORT) == {other: 1}
         entries = [line.split() for line in ipvsadm("-Lnc").splitlines()
                    if f" {CLIENTS[1]}:" in line and f"{VIP}:{DRAIN_PORT}" in line]
