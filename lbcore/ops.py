@@ -209,8 +209,10 @@ def _service(services: dict[ServiceKey, VirtualService], key: ServiceKey) -> Vir
 
 
 def _transition(services: dict[ServiceKey, VirtualService], table: Table, op: Op) -> Table:
-    """Check ``op`` against ``services`` and change them in place; return the non-service part."""
-    _check_kind(op)
+    """Check ``op`` against ``services`` and change them in place; return the non-service part.
+
+    The caller has checked that ``op`` is an op (:func:`_check_kind`).
+    """
     if isinstance(op, AddService):
         if op.service.key in services:
             raise ServiceExists(f"virtual service {op.service.key} exists already")
@@ -300,6 +302,7 @@ def apply_ops(table: Table, ops: Iterable[Op]) -> Table:
     """
     services = dict(table.services)
     for op in ops:
+        _check_kind(op)
         table = _transition(services, table, op)
     return attrs.evolve(table, services=services)
 

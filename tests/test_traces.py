@@ -112,6 +112,7 @@ def test_replay_command_then_prints_layer_4_status_and_current_connections(tmp_p
         "  -> RemoteAddress:Port",
         "TCP  192.0.2.10:80                       1        2        0      112        0",
         "  -> 198.51.100.11:80                    1        2        0      112        0",
+        "",
         "IP Virtual Server version 1.2.1 (size=4096)",
         "Prot LocalAddress:Port Scheduler Flags",
         "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn",

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import attrs
 
 from lbcore._fields import as_address
-from lbcore.backend import ALL_CAPABILITIES, RULE_CAPABILITIES, Capability, ConnectionCounts, Listings, needs, prepare
+from lbcore.backend import ALL_CAPABILITIES, RULE_CAPABILITIES, Capability, ConnectionCounts, Listings, prepare, require
 from lbcore.enums import Scheduler
 from lbcore.errors import (
     BackendError,
@@ -33,7 +33,6 @@ from lbcore.errors import (
     NotOwned,
     ParseError,
     StateUnknown,
-    Unsupported,
 )
 from lbcore.formats import listing
 from lbcore.model import IPAddress, ServiceKey, Sysctls, VirtualService
@@ -188,9 +187,8 @@ class IPVSBackend(ConnectionCounts, Listings):
 
     def _check_owned(self, ops: Sequence[Op]) -> None:
         for op in ops:
-            if isinstance(op, (AddRule, DeleteRule)):  # Balancer's require() refuses these first
-                raise Unsupported("ipvs", sorted(needs(op))[0], f"{op} is netfilter's, not IPVS's "
-                                  "(Composite with an IPTablesBackend carries it out)")
+            if isinstance(op, (AddRule, DeleteRule)):  # netfilter's, not IPVS's: Unsupported
+                require(self, op)
             key = service_key(op)
             if key is not None and not self.owns(key):
                 raise NotOwned(f"{op}: {key} is not on a VIP or mark this backend owns "

@@ -94,6 +94,8 @@ class IPVSSocket:
         return family
 
     def _send_ipvs(self, cmd: int, attrs: Attrs, flags: int) -> int:
+        if cmd in MUTATING:
+            self.mutations += 1
         seq = self._next_seq()
         self.sock.send(encode(cmd, attrs, self.family, flags, seq))
         return seq
@@ -142,8 +144,6 @@ class IPVSSocket:
 
     def request(self, cmd: int, attrs: Attrs) -> list[Any]:
         """One request; returns its reply (GET) or nothing (a change, acknowledged)."""
-        if cmd in MUTATING:
-            self.mutations += 1
         seq = self._send_ipvs(cmd, attrs, NLM_F_REQUEST | NLM_F_ACK)
         return self._collect(seq, ipvs_msg, dump=False, waiting=self._name(cmd, seq))
 
@@ -162,8 +162,6 @@ class IPVSSocket:
         Raises:
             NetlinkError: the kernel refused the change.
         """
-        if cmd in MUTATING:
-            self.mutations += 1
         seq = self._send_ipvs(cmd, attrs, NLM_F_REQUEST | NLM_F_ACK)
         fence = self._send_ipvs(CMD_GET_INFO, [], NLM_F_REQUEST)
         code: int | None = None
@@ -195,8 +193,6 @@ class IPVSSocket:
             window = requests[start:start + WINDOW]
             pending: dict[int, int] = {}  # sequence number: command
             for cmd, attrs in window:
-                if cmd in MUTATING:
-                    self.mutations += 1
                 pending[self._send_ipvs(cmd, attrs, NLM_F_REQUEST | NLM_F_ACK)] = cmd
             seqs = list(pending)
             acks = self._acks(pending)

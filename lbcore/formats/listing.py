@@ -28,6 +28,7 @@ from collections.abc import Iterable
 
 import attrs
 
+from lbcore._ints import i32
 from lbcore.enums import ForwardMethod, TunnelChecksum, TunnelType
 from lbcore.errors import ParseError
 from lbcore.formats.ipvsadm import sorted_real_servers, sorted_services
@@ -267,7 +268,7 @@ def layer4_status(snapshot: Snapshot) -> str:
 
     .. versionadded:: 0.3
     """
-    return status(snapshot, stats=True) + status(snapshot)
+    return f"{status(snapshot, stats=True)}\n{status(snapshot)}"
 
 
 def layer4_report(snapshot: Snapshot) -> str:
@@ -278,8 +279,7 @@ def layer4_report(snapshot: Snapshot) -> str:
 
     .. versionadded:: 0.3
     """
-    return (f"Layer 4 Status\n{status(snapshot, stats=True)}\n{status(snapshot)}\n"
-            f"Layer 4 Current Connections\n{connections(snapshot)}")
+    return f"Layer 4 Status\n{layer4_status(snapshot)}\nLayer 4 Current Connections\n{connections(snapshot)}"
 
 
 _STATS_TITLE = "{:<33} {:>8} {:>8} {:>8} {:>8} {:>8}\n  -> RemoteAddress:Port\n"
@@ -309,7 +309,7 @@ def _listed_services(services: tuple[ServiceStats, ...], nosort: bool) -> list[S
 def _service_name(svc: VirtualService) -> str:
     """print_service_entry()'s svc_name: ``TCP  192.0.2.10:80`` or ``FWM  1``."""
     if svc.fwmark:
-        mark = svc.fwmark - (1 << 32) if svc.fwmark >> 31 else svc.fwmark  # 1.31 prints it with %d
+        mark = i32(svc.fwmark)  # 1.31 prints it with %d
         return f"FWM  {mark}" + (" IPv6" if svc.family == 6 else "")
     assert svc.protocol is not None and svc.address is not None
     name = f"{_SERVICE_PROTOCOLS.get(svc.protocol.number, '?'):<4} {_endpoint(svc.address, svc.port)}"

@@ -499,6 +499,6 @@ def test_layer4_report_is_the_guides_two_reports_titled_in_order(sim: SimBackend
     sim.advance(2)  # the counters' snapshot
     snap = sim.snapshot()
     stats, plain, current = status(snap, stats=True), status(snap), connections(snap)
-    assert layer4_status(snap) == stats + plain
+    assert layer4_status(snap) == f"{stats}\n{plain}"
     assert layer4_report(snap) == (f"Layer 4 Status\n{stats}\n{plain}\nLayer 4 Current Connections\n{current}")
     assert "203.0.113.5:40000" in current and "Conns" in stats
