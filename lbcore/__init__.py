@@ -9,6 +9,7 @@ from lbcore.backend import Backend, Capability, ConnectionCounts, ExplainsRefusa
 from lbcore.balancer import Balancer
 from lbcore.clock import Clock, SystemClock, VirtualClock
 from lbcore.composite import Composite
+from lbcore.deployment import BackendChoice, DaemonSettings, Deployment, FloatingIP, HAPair, Host, Node
 from lbcore.enums import (
     ForwardMethod,
     PersistenceEngine,
@@ -74,6 +75,7 @@ __all__ = [
     "AddService",
     "AutoNat",
     "Backend",
+    "BackendChoice",
     "BackendError",
     "BackendUnavailable",
     "Balancer",
@@ -82,19 +84,25 @@ __all__ = [
     "Composite",
     "Conflict",
     "ConnectionCounts",
+    "DaemonSettings",
     "DeleteRealServer",
     "DeleteRule",
     "DeleteService",
+    "Deployment",
     "EditRealServer",
     "EditService",
     "ExplainsRefusals",
     "FirewallMark",
+    "FloatingIP",
     "ForwardMethod",
+    "HAPair",
+    "Host",
     "InvalidArguments",
     "InvalidField",
     "LBError",
     "Listings",
     "LoopbackVIP",
+    "Node",
     "NotFound",
     "NotOwned",
     "Op",
