@@ -6,8 +6,10 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, cast, overload
 
 from lbcore.backend import Backend, prepare, require
+from lbcore.errors import InvalidField
 from lbcore.model import IPAddress, RealServer, ServiceKey, Sysctls, Timeouts, VirtualService
 from lbcore.ops import (
+    OP_CLASSES,
     AddRealServer,
     AddService,
     DeleteRealServer,
@@ -102,6 +104,7 @@ class Balancer(Generic[B]):
             ServiceExists, ServiceNotFound, RealServerExists, RealServerNotFound, InvalidField:
                 an op does not fit the current table.
         """
+        ops = _as_ops(ops)
         for op in ops:
             require(self.backend, op)
         # Only the services the ops touch: the cost does not grow with the table. The same
@@ -119,7 +122,7 @@ class Balancer(Generic[B]):
             LBError: the errors of :meth:`check`, before anything changed.
             BackendError: the backend failed.
         """
-        ops = list(ops)
+        ops = _as_ops(ops)
         for op in ops:
             require(self.backend, op)
         if ops:
@@ -129,6 +132,8 @@ class Balancer(Generic[B]):
         """Make the backend hold ``desired`` with the fewest ops, and return them.
 
         Raises:
+            InvalidField: ``desired`` is not a Table or a list of VirtualService (None is refused,
+                not taken for "no services").
             LBError: the errors of :meth:`execute`.
         """
         ops = plan(self.read(), _as_table(desired))
@@ -215,13 +220,24 @@ class Balancer(Generic[B]):
         self.close()
 
 
+def _as_ops(ops: object) -> list[Op]:
+    if not isinstance(ops, Iterable) or isinstance(ops, (str, bytes)):
+        raise InvalidField("Balancer", "ops", ops, "is not a list of ops")
+    listed = list(ops)
+    for op in listed:
+        if not isinstance(op, OP_CLASSES):
+            raise InvalidField("Op", "kind", op, "is not an lbcore op")
+    return listed
+
+
 def _as_table(desired: Desired) -> Table:
     if isinstance(desired, Table):
         return desired
+    # None (or any non-iterable) is a mistake, never "no services": that would delete them all.
+    if not isinstance(desired, Iterable) or isinstance(desired, (str, bytes)):
+        raise InvalidField("Balancer", "desired", desired, "is not a Table or a list of VirtualService")
     services = list(desired)
     for svc in services:
         if not isinstance(svc, VirtualService):
-            from lbcore.errors import InvalidField
-
             raise InvalidField("Balancer", "desired", svc, "is not a VirtualService")
     return Table(services)

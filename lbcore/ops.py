@@ -11,10 +11,11 @@ from __future__ import annotations
 import enum
 import typing
 from collections.abc import Iterable, Mapping
-from typing import ClassVar, assert_never
+from typing import Any, ClassVar, assert_never
 
 import attrs
 
+from lbcore._fields import Validator, any_port, as_address, unicast, value_object
 from lbcore.errors import (
     InvalidField,
     RealServerExists,
@@ -44,6 +45,25 @@ class OpKind(enum.Enum):
     DELETE_RULE = "delete_rule"
 
 
+def _instance(cls: type[Any], what: str) -> Validator:
+    """A validator refusing anything but an instance of ``cls``: ``is not <what>``.
+
+    An op's payload is checked when the op is made, so a backend never meets a wrong type in
+    the middle of carrying out a batch (the simulator once deleted a service, then failed on a
+    SetTimeouts(900) that held an int).
+    """
+
+    def check(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if not isinstance(value, cls):
+            raise InvalidField(type(inst).__name__, attribute.name, value, f"is not {what}")
+
+    return check
+
+
+_service_key = _instance(ServiceKey, "a ServiceKey (VirtualService.key)")
+_real_server = _instance(RealServer, "a RealServer")
+
+
 def _settings_only(inst: object, attribute: attrs.Attribute[VirtualService], value: object) -> None:
     if not isinstance(value, VirtualService):
         raise InvalidField(type(inst).__name__, attribute.name, value, "is not a VirtualService")
@@ -54,6 +74,7 @@ def _settings_only(inst: object, attribute: attrs.Attribute[VirtualService], val
         )
 
 
+@value_object
 @attrs.frozen
 class AddService:
     """Create a virtual service with no real servers (ipvsadm -A)."""
@@ -65,6 +86,7 @@ class AddService:
         return f"add_service {self.service.key}"
 
 
+@value_object
 @attrs.frozen
 class EditService:
     """Replace a virtual service's settings, keeping its real servers (ipvsadm -E)."""
@@ -76,72 +98,78 @@ class EditService:
         return f"edit_service {self.service.key}"
 
 
+@value_object
 @attrs.frozen
 class DeleteService:
     """Delete a virtual service and its real servers (ipvsadm -D)."""
 
     kind: ClassVar[OpKind] = OpKind.DELETE_SERVICE
-    key: ServiceKey
+    key: ServiceKey = attrs.field(validator=_service_key)
 
     def __str__(self) -> str:
         return f"delete_service {self.key}"
 
 
+@value_object
 @attrs.frozen
 class AddRealServer:
     """Add a real server to a virtual service (ipvsadm -a)."""
 
     kind: ClassVar[OpKind] = OpKind.ADD_REAL_SERVER
-    key: ServiceKey
-    real_server: RealServer
+    key: ServiceKey = attrs.field(validator=_service_key)
+    real_server: RealServer = attrs.field(validator=_real_server)
 
     def __str__(self) -> str:
         return f"add_real_server {self.key} {self.real_server.endpoint}"
 
 
+@value_object
 @attrs.frozen
 class EditRealServer:
     """Replace a real server's settings (ipvsadm -e)."""
 
     kind: ClassVar[OpKind] = OpKind.EDIT_REAL_SERVER
-    key: ServiceKey
-    real_server: RealServer
+    key: ServiceKey = attrs.field(validator=_service_key)
+    real_server: RealServer = attrs.field(validator=_real_server)
 
     def __str__(self) -> str:
         return f"edit_real_server {self.key} {self.real_server.endpoint}"
 
 
+@value_object
 @attrs.frozen
 class DeleteRealServer:
     """Delete a real server from a virtual service (ipvsadm -d)."""
 
     kind: ClassVar[OpKind] = OpKind.DELETE_REAL_SERVER
-    key: ServiceKey
-    address: IPAddress
-    port: int
+    key: ServiceKey = attrs.field(validator=_service_key)
+    address: IPAddress = attrs.field(converter=as_address, validator=unicast)
+    port: int = attrs.field(validator=any_port)
 
     def __str__(self) -> str:
         return f"delete_real_server {self.key} {self.address}:{self.port}"
 
 
+@value_object
 @attrs.frozen
 class SetTimeouts:
     """Set the global tcp, tcpfin and udp timeouts (ipvsadm --set)."""
 
     kind: ClassVar[OpKind] = OpKind.SET_TIMEOUTS
-    timeouts: Timeouts
+    timeouts: Timeouts = attrs.field(validator=_instance(Timeouts, "a Timeouts"))
 
     def __str__(self) -> str:
         t = self.timeouts
         return f"set_timeouts {t.tcp} {t.tcpfin} {t.udp}"
 
 
+@value_object
 @attrs.frozen
 class SetSysctls:
     """Set the IPVS sysctls (net.ipv4.vs.*)."""
 
     kind: ClassVar[OpKind] = OpKind.SET_SYSCTLS
-    sysctls: Sysctls
+    sysctls: Sysctls = attrs.field(validator=_instance(Sysctls, "a Sysctls"))
 
     def __str__(self) -> str:
         return "set_sysctls"
@@ -152,6 +180,7 @@ def _rule(inst: object, attribute: attrs.Attribute[Rule], value: object) -> None
         raise InvalidField(type(inst).__name__, attribute.name, value, "is not an lbcore rule")
 
 
+@value_object
 @attrs.frozen
 class AddRule:
     """Add a netfilter or routing rule (:mod:`lbcore.rules`).
@@ -166,6 +195,7 @@ class AddRule:
         return f"add_rule {self.rule.text()}"
 
 
+@value_object
 @attrs.frozen
 class DeleteRule:
     """Delete a rule; it carries the whole rule, which must be the one the table holds.

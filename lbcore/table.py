@@ -2,32 +2,60 @@
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Iterable, Iterator, Mapping
 from types import MappingProxyType
+from typing import Any
 
 import attrs
 
-from lbcore._fields import shown
+from lbcore._fields import Validator, shown
+from lbcore.errors import InvalidField
 from lbcore.model import ServiceKey, Sysctls, Timeouts, VirtualService
 from lbcore.rules import Rule, RuleKey
 
 
 def _as_services(value: object) -> Mapping[ServiceKey, VirtualService]:
-    if isinstance(value, MappingProxyType):
+    # None, 5 or object() were once an empty table, so Balancer.apply(Table(None)) deleted every
+    # service: only a mapping or an iterable of services is a table's services.
+    if isinstance(value, MappingProxyType) and all(isinstance(v, VirtualService) for v in value.values()):
         return value
     if isinstance(value, Mapping):
-        return MappingProxyType(dict(value))
-    services = list(value) if isinstance(value, Iterable) else []
+        services = list(value.values())
+    elif isinstance(value, Iterable) and not isinstance(value, (str, bytes)):
+        services = list(value)
+    else:
+        raise InvalidField("Table", "services", value, "is not a list of VirtualService")
+    for svc in services:
+        if not isinstance(svc, VirtualService):
+            raise InvalidField("Table", "services", svc, "is not a VirtualService")
     return MappingProxyType({svc.key: svc for svc in services})
 
 
+_RULE_TYPES = typing.get_args(Rule)
+
+
 def _as_rules(value: object) -> Mapping[RuleKey, Rule] | None:
-    if value is None or isinstance(value, MappingProxyType):
-        return value
+    if value is None:
+        return None
     if isinstance(value, Mapping):
-        return MappingProxyType(dict(value))
-    rules = list(value) if isinstance(value, Iterable) else []
+        rules = list(value.values())
+    elif isinstance(value, Iterable) and not isinstance(value, (str, bytes)):
+        rules = list(value)
+    else:
+        raise InvalidField("Table", "rules", value, "is not a list of rules (lbcore.rules)")
+    for rule in rules:
+        if not isinstance(rule, _RULE_TYPES):
+            raise InvalidField("Table", "rules", rule, "is not a rule (lbcore.rules)")
     return MappingProxyType({rule.key: rule for rule in rules})
+
+
+def _optional(cls: type) -> Validator:
+    def check(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if value is not None and not isinstance(value, cls):
+            raise InvalidField("Table", attribute.name, value, f"is not a {cls.__name__} or None")
+
+    return check
 
 
 @attrs.frozen
@@ -45,8 +73,8 @@ class Table:
     services: Mapping[ServiceKey, VirtualService] = attrs.field(
         factory=dict, converter=_as_services
     )
-    timeouts: Timeouts | None = None
-    sysctls: Sysctls | None = None
+    timeouts: Timeouts | None = attrs.field(default=None, validator=_optional(Timeouts))
+    sysctls: Sysctls | None = attrs.field(default=None, validator=_optional(Sysctls))
     rules: Mapping[RuleKey, Rule] | None = attrs.field(default=None, converter=_as_rules)
 
     def __repr__(self) -> str:

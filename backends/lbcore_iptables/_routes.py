@@ -110,11 +110,17 @@ def apply(ipr: Any, changes: Mapping[RuleKey, Rule | None]) -> None:
     before = {r.key: r for r in read(lambda: ipr)}
     steps: Steps = []
     try:
-        for key, new in changes.items():
+        # Every delete before every add, in key order: a routing table that moves to another
+        # mark, or two marks that swap tables, would otherwise meet its old route (EEXIST), or
+        # not, depending on the order of the mapping (a set's, by PYTHONHASHSEED).
+        keys = sorted(changes, key=lambda k: tuple(map(str, k)))
+        for key in keys:
             old = before.get(key)
-            assert new is None or isinstance(new, (PolicyRoute, LoopbackVIP))
             if old is not None:
                 _delete(ipr, old, steps)
+        for key in keys:
+            new = changes[key]
+            assert new is None or isinstance(new, (PolicyRoute, LoopbackVIP))
             if new is not None:
                 _add(ipr, new, steps)
     except Exception as exc:

@@ -30,7 +30,7 @@ from lbcore.ops import (
     SetSysctls,
     SetTimeouts,
 )
-from lbcore.sim import tcp
+from lbcore.sim import _restore, tcp
 from lbcore.sim.director import F_NOOUTPUT, Conn, Director
 
 # Bytes the kernel counts per packet (skb->len): the IP header (20 bytes, or 40 for IPv6) plus
@@ -60,6 +60,14 @@ class DataPlane(Protocol):
 
     def commit(self, prepared: Prepared) -> None:
         """Carry out ops that :func:`~lbcore.ops.prepare` checked, all of them (none can fail here)."""
+        ...
+
+    def save(self) -> object:
+        """Everything :meth:`commit` may change, kept aside so :meth:`restore` can bring it back."""
+        ...
+
+    def restore(self, saved: object) -> None:
+        """Put back the state :meth:`save` kept: after a failed commit, the plane is as it was."""
         ...
 
     def run_timers(self, now: float) -> None:
@@ -101,6 +109,18 @@ class IPVSDataPlane:
         self.director.run_timers(self.director.now())
         for op in prepared.ops:
             self._carry_out(op)
+
+    def save(self) -> object:
+        """The director's state, recorded in place (:mod:`lbcore.sim._restore`): services, dests,
+        schedulers, trash, timers and counters; the connection tables shallowly.
+        """
+        d = self.director
+        return _restore.save(d, opaque=(Conn,), shallow=d.entry_tables())
+
+    def restore(self, saved: object) -> None:
+        """Put the director's state back as :meth:`save` recorded it; every object keeps its identity."""
+        assert isinstance(saved, list)
+        _restore.restore(saved)
 
     def _carry_out(self, op: Op) -> None:
         d = self.director

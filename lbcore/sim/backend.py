@@ -13,7 +13,7 @@ from lbcore._fields import as_address
 from lbcore.backend import ALL_CAPABILITIES, Capability, ConnectionCounts, ExplainsRefusals, Listings, prepare
 from lbcore.clock import Clock, VirtualClock
 from lbcore.enums import Protocol, Scheduler
-from lbcore.errors import InvalidField, ServiceNotFound
+from lbcore.errors import BackendError, InvalidField, LBError, ServiceNotFound
 from lbcore.formats import listing
 from lbcore.formats.trace import Replayer
 from lbcore.model import IPAddress, ServiceKey, Sysctls, Timeouts, VirtualService, format_endpoint
@@ -130,12 +130,25 @@ class SimBackend(ConnectionCounts, ExplainsRefusals, Listings):
         """Apply every op, or none: :func:`~lbcore.prepare` checks them all on the table
         (the simulator's control plane) before the data plane carries out any.
 
+        The data plane is all-or-nothing too: it saves its state before it carries out the first
+        op, and puts it back if any op fails there, so a failure leaves the table, the services'
+        scheduling state and every connection entry exactly as they were.
+
         Raises:
             ServiceExists, ServiceNotFound, RealServerExists, RealServerNotFound, RuleExists,
                 RuleNotFound, InvalidField: an op does not fit the table; nothing was changed.
+            BackendError: the data plane failed on a checked op (a bug in the simulator); it
+                was put back as it was, and nothing was changed.
         """
         prepared = prepare(self._table, ops)
-        self._plane.commit(prepared)
+        saved = self._plane.save()
+        try:
+            self._plane.commit(prepared)
+        except Exception as exc:
+            self._plane.restore(saved)
+            if isinstance(exc, LBError):
+                raise
+            raise BackendError("sim", f"the simulated data plane failed ({exc!r}); nothing was changed") from exc
         self._table = prepared.after
 
     def close(self) -> None:

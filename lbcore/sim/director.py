@@ -614,6 +614,10 @@ class Director:
         return Timeouts(int(self.timeouts[tcp.ESTABLISHED]), int(self.timeouts[tcp.FIN_WAIT]),
                         int(self.udp_timeout))
 
+    def entry_tables(self) -> tuple[object, ...]:
+        """The containers that hold connection entries and their timers (an undo copies them shallowly)."""
+        return (self.conns, self.templates, self.invalid_templates, self._heap)
+
     def entries(self) -> Iterator[Conn]:
         """Every live connection and template (the order of /proc/net/ip_vs_conn is the hash's)."""
         yield from self.conns.values()

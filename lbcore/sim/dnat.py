@@ -62,6 +62,17 @@ class DNATDataPlane:
                for op in prepared.ops):
             self.load(prepared.after)
 
+    def save(self) -> object:
+        """The rules, counts, recent lists and random source, copied."""
+        return (list(self.services), dict(self.counters), {k: OrderedDict(v) for k, v in self.recent.items()},
+                self.random.getstate())
+
+    def restore(self, saved: object) -> None:
+        """Put back what :meth:`save` copied."""
+        assert isinstance(saved, tuple)
+        self.services, self.counters, self.recent, state = saved
+        self.random.setstate(state)
+
     def run_timers(self, now: float) -> None:
         """Nothing: xt_recent judges a stamp's age when it is looked up."""
 
@@ -115,12 +126,11 @@ class DNATDataPlane:
     def predict(self, protocol: Protocol, client: IPAddress, vip: IPAddress, vport: int,
                 mark: int = 0) -> RealServer | None:
         """What :meth:`pick` would answer now, changing nothing."""
-        saved = (dict(self.counters), {k: OrderedDict(v) for k, v in self.recent.items()}, self.random.getstate())
+        saved = self.save()
         try:
             return self.pick(protocol, client, vip, vport, mark)
         finally:
-            self.counters, self.recent, state = saved
-            self.random.setstate(state)
+            self.restore(saved)
 
     def _service(self, index: int, svc: VirtualService, client: IPAddress) -> RealServer | None:
         now = self.now()
