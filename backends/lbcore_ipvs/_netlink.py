@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import socket
 import struct
 from collections.abc import Iterator, Sequence
@@ -35,6 +36,26 @@ WINDOW = 256  # requests in flight at once: their acks must fit in the receive b
 #: reply that is not there is never coming, however busy the machine. The bound turns the
 #: kernel's silence into an error instead of a hang.
 REPLY_TIMEOUT = 30.0
+
+
+#: Test-only, for the SIGKILL harness (tests/kernel/test_ipvs_sigkill.py): with this variable set
+#: to N, the process kills itself with SIGKILL right after its N-th netlink send, so a test can
+#: stop an apply at every message. Read once, at import; unset, a send pays one truth test.
+KILL_AT_SEND_ENV = "LBCORE_IPVS_KILL_AT_SEND"
+_kill_at_send = int(os.environ.get(KILL_AT_SEND_ENV, "0") or 0)
+_sends = 0  # netlink sends of this process, counted only while the variable is set
+
+
+def _after_send() -> None:
+    global _sends
+    _sends += 1
+    if _sends == _kill_at_send:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def sends() -> int:
+    """The netlink sends of this process so far (counted only while LBCORE_IPVS_KILL_AT_SEND is set)."""
+    return _sends
 
 
 class NetlinkError(OSError):
@@ -81,6 +102,8 @@ class IPVSSocket:
         msg["header"]["pid"] = 0
         msg.encode()
         self.sock.send(msg.data)
+        if _kill_at_send:
+            _after_send()
         return seq
 
     def _resolve_family(self) -> int:
@@ -98,6 +121,8 @@ class IPVSSocket:
             self.mutations += 1
         seq = self._next_seq()
         self.sock.send(encode(cmd, attrs, self.family, flags, seq))
+        if _kill_at_send:
+            _after_send()
         return seq
 
     @staticmethod

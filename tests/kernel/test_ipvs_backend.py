@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import errno
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import attrs
 import pytest
 from lbcore_ipvs import IPVSBackend
 
@@ -22,6 +24,7 @@ from lbcore import (
     Unsupported,
     VirtualService,
 )
+from lbcore.backend import Backend
 from lbcore.errors import NotOwned
 from lbcore.testing.conformance import RIPS, VIP, VIP6, BackendConformance, web
 
@@ -71,11 +74,50 @@ def open_ipvs() -> IPVSBackend:
 
 
 class TestIPVS(BackendConformance):
+    property_examples = 10  # each example is a few netlink round trips in user-mode Linux
+
     @pytest.fixture
     def backend(self, foreign: None) -> Iterator[IPVSBackend]:
         opened = open_ipvs()
         yield opened
         opened.close()
+
+    @pytest.fixture
+    def fault(self) -> Callable[[Backend, int], Any]:
+        return ipvs_fault
+
+
+@attrs.define
+class Injected:
+    fired: bool = False
+
+
+@contextmanager
+def ipvs_fault(backend: Backend, at: int) -> Iterator[Injected]:
+    """The kernel refuses (EIO) the backend's netlink change number ``at`` of the next apply;
+    the changes before it and after it in the same batch are sent, as a real refusal leaves them."""
+    assert isinstance(backend, IPVSBackend)
+    injected = Injected()
+    real = backend._send_batch
+    sent = 0
+
+    def send_batch(requests: list[tuple[int, Any]]) -> list[int]:
+        nonlocal sent
+        codes = []
+        for request in requests:
+            if sent == at and not injected.fired:
+                injected.fired = True
+                codes.append(errno.EIO)
+            else:
+                codes.extend(real([request]))
+            sent += 1
+        return codes
+
+    backend._send_batch = send_batch  # type: ignore[method-assign]
+    try:
+        yield injected
+    finally:
+        del backend._send_batch
 
 
 def test_read_ignores_services_it_does_not_own(foreign: None) -> None:
