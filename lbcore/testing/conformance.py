@@ -117,7 +117,7 @@ class Injected(Protocol):
     fired: bool
 
 
-#: ``fault(backend, k)``: a context in which the backend's next apply fails at its step ``k``.
+# ``fault(backend, k)``: a context in which the backend's next apply fails at its step ``k``.
 Fault = Callable[[Backend, int], AbstractContextManager[Injected]]
 
 
