@@ -29,9 +29,11 @@ from lbcore.ops import (
     Prepared,
     SetSysctls,
     SetTimeouts,
+    service_keys,
 )
 from lbcore.sim import _restore, tcp
 from lbcore.sim.director import F_NOOUTPUT, Conn, Director
+from lbcore.sim.state import SimService
 
 # Bytes the kernel counts per packet (skb->len): the IP header (20 bytes, or 40 for IPv6) plus
 # the TCP header with the options Linux sends by default (MSS, SACK, timestamps and window scale
@@ -62,8 +64,9 @@ class DataPlane(Protocol):
         """Carry out ops that :func:`~lbcore.ops.prepare` checked, all of them (none can fail here)."""
         ...
 
-    def save(self) -> object:
-        """Everything :meth:`commit` may change, kept aside so :meth:`restore` can bring it back."""
+    def save(self, prepared: Prepared) -> object:
+        """Everything :meth:`commit` of ``prepared`` may change, kept aside so :meth:`restore` can
+        bring it back."""
         ...
 
     def restore(self, saved: object) -> None:
@@ -110,12 +113,15 @@ class IPVSDataPlane:
         for op in prepared.ops:
             self._carry_out(op)
 
-    def save(self) -> object:
-        """The director's state, recorded in place (:mod:`lbcore.sim._restore`): services, dests,
-        schedulers, trash, timers and counters; the connection tables shallowly.
+    def save(self, prepared: Prepared) -> object:
+        """The director's state that ``prepared`` can change, recorded in place
+        (:mod:`lbcore.sim._restore`): the services it names with their dests and schedulers, the
+        trash, timers and counters; the connection tables and service indexes shallowly.
         """
         d = self.director
-        return _restore.save(d, opaque=(Conn,), shallow=d.entry_tables())
+        touched = [d.services[k] for k in service_keys(prepared.ops) if k in d.services]
+        return _restore.save([d, *touched], opaque=(Conn, SimService),
+                             shallow=(*d.entry_tables(), *d.service_tables()))
 
     def restore(self, saved: object) -> None:
         """Put the director's state back as :meth:`save` recorded it; every object keeps its identity."""

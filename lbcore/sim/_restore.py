@@ -6,11 +6,12 @@ every entry bound to it). So nothing is replaced by a copy: every mutable object
 the root keeps its identity, and :func:`restore` puts back the attribute values and container
 contents that :func:`save` recorded, object by object.
 
-The cost is the size of the control plane (services, dests, scheduler tables), plus one shallow
-copy of each container named ``shallow`` (the connection tables and the timer heap): the entries
-themselves are not walked, since a control-plane change does not alter an entry's fields
-(packets and timers do, and they run outside a commit). A deep copy of the whole director would
-cost a copy of every entry on every apply.
+The cost is the size of what the change can touch (the services it names, with their dests and
+scheduler tables; the trash), plus one shallow copy of each container named ``shallow`` (the
+connection tables, the timer heap, the director's indexes of services): the entries themselves are
+not walked, since a control-plane change does not alter an entry's fields (packets and timers do,
+and they run outside a commit), nor are the services the change does not name. A deep copy of the
+whole director would cost a copy of every entry on every apply.
 """
 
 from __future__ import annotations
@@ -39,12 +40,13 @@ def _slots(cls: type) -> list[str]:
 Saved = list[tuple[Any, Any]]
 
 
-def save(root: object, opaque: tuple[type, ...] = (), shallow: Iterable[object] = ()) -> Saved:
-    """Record the state of every mutable object reachable from ``root``.
+def save(roots: Iterable[object], opaque: tuple[type, ...] = (), shallow: Iterable[object] = ()) -> Saved:
+    """Record the state of every mutable object reachable from ``roots``.
 
     Args:
-        root: where the walk starts.
-        opaque: types whose instances are neither recorded nor walked (connection entries).
+        roots: where the walk starts; each is recorded and walked, whatever its type.
+        opaque: types whose other instances are neither recorded nor walked (connection
+            entries; services the change does not touch).
         shallow: containers whose contents are recorded but not walked.
 
     Returns:
@@ -53,10 +55,11 @@ def save(root: object, opaque: tuple[type, ...] = (), shallow: Iterable[object] 
     shallow_ids = {id(c) for c in shallow}
     seen: set[int] = set()
     out: Saved = []
-    stack: list[Any] = [root]
+    stack: list[Any] = list(roots)
+    root_ids = {id(r) for r in stack}
     while stack:
         x = stack.pop()
-        if isinstance(x, (_LEAVES, opaque)) or id(x) in seen:
+        if isinstance(x, _LEAVES) or id(x) in seen or (isinstance(x, opaque) and id(x) not in root_ids):
             continue
         seen.add(id(x))
         walk = id(x) not in shallow_ids
@@ -64,7 +67,7 @@ def save(root: object, opaque: tuple[type, ...] = (), shallow: Iterable[object] 
             out.append((x, list(x)))
             children: Iterable[Any] = x
         elif isinstance(x, dict):
-            out.append((x, list(x.items())))
+            out.append((x, dict(x)))  # a plain dict keeps the order, and copies without a tuple per item
             children = x.values()
         elif isinstance(x, set):
             out.append((x, set(x)))

@@ -141,7 +141,7 @@ class SimBackend(ConnectionCounts, ExplainsRefusals, Listings):
                 was put back as it was, and nothing was changed.
         """
         prepared = prepare(self._table, ops)
-        saved = self._plane.save()
+        saved = self._plane.save(prepared)
         try:
             self._plane.commit(prepared)
         except Exception as exc:

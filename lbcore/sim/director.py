@@ -618,6 +618,10 @@ class Director:
         """The containers that hold connection entries and their timers (an undo copies them shallowly)."""
         return (self.conns, self.templates, self.invalid_templates, self._heap)
 
+    def service_tables(self) -> tuple[object, ...]:
+        """The containers that index the services (an undo copies them shallowly)."""
+        return (self.services, self._by_addr, self._by_mark)
+
     def entries(self) -> Iterator[Conn]:
         """Every live connection and template (the order of /proc/net/ip_vs_conn is the hash's)."""
         yield from self.conns.values()

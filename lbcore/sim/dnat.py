@@ -62,8 +62,8 @@ class DNATDataPlane:
                for op in prepared.ops):
             self.load(prepared.after)
 
-    def save(self) -> object:
-        """The rules, counts, recent lists and random source, copied."""
+    def save(self, prepared: Prepared | None = None) -> object:
+        """The rules, counts, recent lists and random source, copied (whatever ``prepared`` holds)."""
         return (list(self.services), dict(self.counters), {k: OrderedDict(v) for k, v in self.recent.items()},
                 self.random.getstate())
 
