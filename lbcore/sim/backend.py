@@ -144,9 +144,9 @@ class SimBackend(ConnectionCounts, ExplainsRefusals, Listings):
         saved = self._plane.save(prepared)
         try:
             self._plane.commit(prepared)
-        except Exception as exc:
+        except BaseException as exc:  # KeyboardInterrupt too: the plane is never left half-changed
             self._plane.restore(saved)
-            if isinstance(exc, LBError):
+            if isinstance(exc, LBError) or not isinstance(exc, Exception):
                 raise
             raise BackendError("sim", f"the simulated data plane failed ({exc!r}); nothing was changed") from exc
         self._table = prepared.after
