@@ -250,7 +250,7 @@ SCRIPT = textwrap.dedent("""
 def test_policy_route_table_move_is_hash_order_independent() -> None:
     # Moving a table from mark 3 to mark 4 succeeded or failed depending on PYTHONHASHSEED.
     outputs = set()
-    for seed in ("0", "1", "2", "3", "4", "5"):
+    for seed in ("0", "1", "2", "3"):
         done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=120,
                               cwd=ROOT, env={**os.environ, "PYTHONHASHSEED": seed,
                                              "PYTHONPATH": os.pathsep.join([ROOT, os.path.join(ROOT, "backends")])},
