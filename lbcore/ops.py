@@ -4,6 +4,10 @@ Each op is one kernel-sized change, named with ipvsadm's verbs. ``apply_op`` che
 preconditions against the current :class:`~lbcore.table.Table` and returns the next one; a
 backend carries out only ops that passed it, so every backend refuses the same mistakes with the
 same errors.
+
+Every op checks its payload when it is made (``SetTimeouts(900)`` is an
+:class:`~lbcore.errors.InvalidField` naming ``SetTimeouts.timeouts`` and 900), so a batch never
+meets a wrong type halfway through being carried out.
 """
 
 from __future__ import annotations

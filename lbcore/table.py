@@ -67,6 +67,14 @@ class Table:
     are None in a desired table that leaves them alone; a backend's ``read()`` fills them in
     (``rules`` with an empty mapping where the backend holds none).
 
+    ``services`` is a list (any iterable) or a mapping of :class:`~lbcore.model.VirtualService`;
+    anything else, None included, is refused rather than taken for "no services", which a
+    desired table would turn into deleting every service.
+
+    Raises:
+        InvalidField: ``services`` or ``rules`` is not a list or mapping of services or rules,
+            or holds something else; ``timeouts`` or ``sysctls`` is not one or None.
+
     .. versionadded:: 0.1
     """
 
