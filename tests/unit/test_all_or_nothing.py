@@ -296,3 +296,62 @@ def test_random_state_pairs_follow_each_other_in_one_apply_under_several_hash_se
         done = subprocess.run([sys.executable, "-c", PROPERTY], capture_output=True, text=True, timeout=300,
                               cwd=ROOT, check=False, env={**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": ROOT})
         assert done.returncode == 0, f"PYTHONHASHSEED={seed}: {done.stderr[-3000:]}"
+
+
+@pytest.mark.parametrize("dataplane", ["ipvs", "iptables"])
+def test_a_fault_at_any_op_of_random_plans_leaves_the_sim_as_it_was(dataplane: str) -> None:
+    # The finding: a fault injected at op k of N half-applied 316 of 356 cases. Here every op k of
+    # the plans between random valid tables, on both data planes, with connections open.
+    from hypothesis import given, settings
+
+    from lbcore.testing.conformance import _tables, fitted
+
+    @settings(max_examples=15, deadline=None, derandomize=True, database=None)
+    @given(_tables(), _tables())
+    def check(a: Table, b: Table) -> None:
+        probe = SimBackend(dataplane=dataplane, weighted="random" if dataplane == "iptables" else None)
+        a, b = fitted(a, probe), fitted(b, probe)
+        k = 0
+        while True:
+            sim = SimBackend(dataplane=dataplane, weighted="random" if dataplane == "iptables" else None)
+            lb = Balancer(sim)
+            lb.apply(a)
+            for n in range(1, 4):
+                sim.connect(f"203.0.113.{n}", VIP, 80)
+
+            def view(sim: SimBackend = sim) -> object:
+                return (sim.read(), sim.snapshot() if dataplane == "ipvs" else None,
+                        [sim.which(f"203.0.113.{n}", VIP, port, mark=mark)
+                         for n in range(1, 6) for port in (80, 443) for mark in (None, 1)])
+
+            before = view()
+            plane = sim._plane
+            name = "_carry_out" if dataplane == "ipvs" else "load"
+            real = getattr(plane, name)
+            calls = [0]
+
+            def faulty(*args: Any, real: Any = real, calls: list[int] = calls, k: int = k) -> Any:
+                calls[0] += 1
+                if dataplane == "ipvs" and calls[0] - 1 == k:
+                    raise Boom(f"op {k}")
+                result = real(*args)
+                if dataplane == "iptables" and calls[0] - 1 == k:
+                    raise Boom("after the load")
+                return result
+
+            setattr(plane, name, faulty)
+            try:
+                lb.apply(b)
+                fired = False
+            except BackendError as exc:
+                assert isinstance(exc.__cause__, Boom)
+                fired = True
+            delattr(plane, name)
+            if not fired:
+                return
+            assert view() == before, f"a fault at op {k} changed the simulator"
+            lb.apply(b)
+            assert lb.apply(b) == []
+            k += 1
+
+    check()
