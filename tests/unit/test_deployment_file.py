@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import ipaddress
+import json
 import os
 import re
 import string
@@ -14,9 +15,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import attrs
+import jsonschema
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from ruamel.yaml import YAML
 
 from lbcore import (
     AutoNat,
@@ -41,7 +45,7 @@ from lbcore import (
     Tunnel,
     VirtualService,
 )
-from lbcore.formats.yaml import dump, load
+from lbcore.formats.yaml import KINDS, dump, json_schema, load, reference
 from lbcore.health import (
     CheckedService,
     DNSCheck,
@@ -69,6 +73,14 @@ def example(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+SCHEMA = jsonschema.Draft202012Validator(json_schema())
+
+
+def schema_errors(text: str) -> list[str]:
+    """What the published JSON Schema says of a file (the YAML read as plain data)."""
+    return [f"{list(e.absolute_path)}: {e.message}" for e in SCHEMA.iter_errors(YAML(typ="safe").load(text))]
 
 
 def problems(text: str | bytes) -> list[tuple[int, int, str, str]]:
@@ -311,6 +323,45 @@ def test_dump_refuses_what_is_not_a_deployment() -> None:
         dump([])  # type: ignore[arg-type]
 
 
+# -- the JSON Schema and the reference ----------------------------------------------------------------
+
+
+def test_the_published_schema_is_the_generated_one() -> None:
+    # Regenerate with the command in docs/deployment.md when the model changes.
+    published = (ROOT / "docs" / "deployment.schema.json").read_text()
+    assert published == json.dumps(json_schema(), indent=2) + "\n"
+    jsonschema.Draft202012Validator.check_schema(json.loads(published))
+
+
+@pytest.mark.parametrize("file", sorted(OPTIONS))
+def test_an_example_file_validates_against_the_schema(file: str) -> None:
+    assert schema_errors((EXAMPLES / file).read_text()) == []
+
+
+def test_the_schema_refuses_what_the_loader_refuses_field_by_field() -> None:
+    text = "services: [{protocol: tcpx, address: 192.0.2.1, port: 70000, wieght: 1}]\nbackend: 5\n"
+    assert [e.split(":")[0] for e in schema_errors(text)] == [
+        "['services', 0, 'protocol']", "['services', 0, 'port']", "['services', 0]", "['backend']"]
+    assert [p[2] for p in problems(text)] == ["services[0].protocol", "services[0].port", "services[0].wieght",
+                                              "backend"]
+
+
+def test_the_reference_names_every_object_and_field_of_the_file_with_a_meaning() -> None:
+    objects = reference()
+    classes = {o.cls for o in objects}
+    assert {c for kinds in KINDS.values() for c in kinds.values()} <= classes
+    assert {Deployment, VirtualService, CheckedService, RealServer, Persistence, Tunnel, Policy, Timeouts, Sysctls,
+            BackendChoice, FloatingIP, Host, HAPair, Node, DaemonSettings} <= classes
+    for obj in objects:
+        names = [f.name for f in obj.fields if f.name not in ("kind", "health")]
+        assert names == [f.name for f in attrs.fields(obj.cls) if f.init and f.name != "service"], obj.where
+        assert all(f.type and f.default and f.description for f in obj.fields if f.name != "kind"), obj.where
+    rs = next(o for o in objects if o.cls is RealServer)
+    assert rs.where == "services[].real_servers[]"
+    weight = next(f for f in rs.fields if f.name == "weight")
+    assert (weight.type, weight.default) == ("integer 0..2147483647", "1")
+
+
 # -- round trips and mutations --------------------------------------------------------------------------
 
 NAMES = st.text(string.ascii_letters + string.digits + "-_.", min_size=1, max_size=12)
@@ -460,6 +511,7 @@ def test_a_random_deployment_written_and_read_back_is_equal(deployment: Deployme
     text = dump(deployment)
     assert load(text) == deployment
     assert dump(load(text)) == text
+    assert schema_errors(text) == []
 
 
 VALID = [(EXAMPLES / name).read_text() for name in sorted(OPTIONS)]
