@@ -230,6 +230,30 @@ services:
         (*at(drain, "{\"198"), "services[0].health.checks", "'198.51.100.9:80' is not a real server of the service")]
 
 
+def test_a_part_that_does_not_fit_its_service_is_named_at_its_own_field() -> None:
+    text = """\
+services:
+  - protocol: tcp
+    address: 192.0.2.10
+    port: 80
+    real_servers:
+      - {address: 198.51.100.1, port: 80}
+      - {address: 198.51.100.2, port: 8080, forward: dr}
+  - fwmark: 1
+    real_servers: [{address: 198.51.100.1, port: 0}]
+    health: {check: tcp, fallback: {address: "2001:db8::1", port: 0}}
+"""
+    assert problems(text) == [
+        (*at(text, "8080"), "services[0].real_servers[1].port",
+         "8080 differs from the virtual port 80: dr cannot change ports"),
+        (*at(text, '"2001'), "services[1].health.fallback.address",
+         "'2001:db8::1' is IPv6 under an IPv4 dr service -f 1 (only tunnel mixes families)"),
+    ]
+    fixed = text.replace('"2001:db8::1"', "198.51.100.9")
+    assert problems(fixed)[1] == (*at(fixed, "tcp, fallback"), "services[1].health.check.port",
+                                  "must be set: real server 198.51.100.1 has port 0")
+
+
 @pytest.mark.parametrize(("text", "want"), [
     ("services: [{protocol: tcp, address: 192.0.2.1, port: 80}]\nservices: []\n",
      [(2, 1, "", "'services' is given twice (first on line 1)")]),
