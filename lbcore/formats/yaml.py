@@ -411,7 +411,8 @@ def _shown_input(value: object) -> str:
     try:
         plain = _plain(value)
     except _Refused:
-        return type(value).__name__
+        tag = getattr(getattr(value, "tag", None), "value", None)
+        return f"a {tag} value" if isinstance(tag, str) else f"a {type(value).__name__}"
     text = shown(plain)
     return text if len(text) <= 60 else text[:57] + "..."
 
