@@ -174,7 +174,7 @@ class RealServer:
 
 
 def _as_netmask(value: object) -> object:
-    if isinstance(value, str) and not value.isdigit():
+    if isinstance(value, str) and not value.isdecimal():  # isdigit() takes "²", which int() refuses
         try:
             return ipaddress.IPv4Address(value)
         except ValueError:
@@ -470,7 +470,7 @@ class Sysctls:
         value = cast(Any, value)
         if isinstance(current, bool) and isinstance(value, (str, int)) and str(value) in ("0", "1"):
             value = str(value) == "1"
-        elif isinstance(value, str) and value.lstrip("-").isdigit():
+        elif isinstance(value, str) and value.lstrip("-").isdecimal():
             value = int(value)
         changed: dict[str, Any] = {name: value}
         return attrs.evolve(self, **changed)

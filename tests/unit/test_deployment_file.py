@@ -282,6 +282,17 @@ def test_odd_input_is_a_config_error_with_its_place(text: str | bytes, want: lis
     assert problems(text) == want
 
 
+def test_a_superscript_digit_is_an_invalid_field_in_the_model_and_a_problem_in_the_file() -> None:
+    # str.isdigit() takes "²", which int() refuses: the model once let that ValueError out.
+    with pytest.raises(InvalidField):
+        Persistence(netmask="\u00b2")
+    with pytest.raises(InvalidField):
+        Sysctls().with_value("conn_reuse_mode", "\u00b2")
+    text = "services: [{protocol: tcp, address: 192.0.2.1, port: 80, persistence: {netmask: \"\u00b2\"}}]"
+    assert problems(text) == [(*at(text, '"\u00b2'), "services[0].persistence.netmask",
+                               "'\u00b2' is not an IPv4 netmask or an IPv6 prefix length (1..128)")]
+
+
 def test_aliases_that_expand_without_end_are_refused_not_walked() -> None:
     lines = ["a0: &a0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"]
     lines += [f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 10)}]" for n in range(1, 9)]
