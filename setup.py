@@ -13,12 +13,12 @@ setup(
     packages=find_packages(include=["lbcore", "lbcore.*"]) + ["lbcore_ipvs", "lbcore_iptables"],
     package_dir={"lbcore_ipvs": "backends/lbcore_ipvs", "lbcore_iptables": "backends/lbcore_iptables"},
     package_data={"lbcore": ["py.typed"]},
-    install_requires=["attrs>=22.2"],
+    install_requires=["attrs>=22.2", "cattrs>=23.1", "ruamel.yaml>=0.17.21"],
     extras_require={
         "ipvs": ["pyroute2>=0.7"],
         "iptables": ["python-iptables>=1.0", "pyroute2>=0.7"],
         "all": ["pyroute2>=0.7", "python-iptables>=1.0"],
-        "testing": ["pytest>=7", "hypothesis>=6", "simpy>=4", "mypy>=1.8"],
+        "testing": ["pytest>=7", "hypothesis>=6", "simpy>=4", "mypy>=1.8", "jsonschema>=4"],
     },
     entry_points={
         "console_scripts": ["lbcore = lbcore.cli:main"],

@@ -30,6 +30,7 @@ extensions = [
     "sphinx.ext.napoleon",
     "sphinx.ext.doctest",
     "capabilities",  # docs/_ext/capabilities.py: the capability matrix of the installed backends
+    "deployment_fields",  # docs/_ext/deployment_fields.py: the deployment file's fields, from the model
 ]
 
 source_suffix = {".md": "markdown"}

@@ -14,17 +14,19 @@ Run it on the simulator (the default), or against the kernel with ``--backend ip
 the director: it applies the service; traffic and reports are simulator features, and the
 gateways' rule belongs on the gateways, with ``Balancer("iptables")`` there).
 
-Not modelled yet: the guide's health check runs beside the service (see ``lbcore.health``), and the
-director's VIP itself (on the director's interface, or a floating IP of an HA pair) is set up outside
-lbcore.
+The deployment (``DEPLOYMENT``, the same as ``examples/option-1a.yaml``) names the guide's health
+check, a TCP connect to each gateway; this script applies the service and does not run the checks
+(see ``lbcore.health``, and ``04_option_2.py``, which runs them). Not modelled yet: the director's
+VIP itself (on the director's interface, or a floating IP of an HA pair) is set up outside lbcore.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from lbcore import Balancer, Persistence, RealServer, Redirect, Table, VirtualService
+from lbcore import Balancer, Deployment, Persistence, RealServer, Redirect, Table, VirtualService
 from lbcore.formats.listing import layer4_report
+from lbcore.health import CheckedService, Policy, TCPCheck
 from lbcore.sim import SimBackend
 from lbcore.sim.workload import Workload, clients_in, run
 
@@ -40,6 +42,10 @@ SERVICE = VirtualService(
     persistence=Persistence(timeout=3600),
     real_servers=[RealServer(gw, PORT, forward="dr") for gw in GATEWAYS],
 )
+#: The director's part (examples/option-1a.yaml says the same): the service, each gateway checked by a
+#: TCP connect every 10 s; three failed in a row take it out, two passed bring it back.
+DEPLOYMENT = Deployment(services=[CheckedService(
+    service=SERVICE, check=TCPCheck(), policy=Policy(interval=10, timeout=5, fall=3, rise=2))])
 #: On each gateway: accept the VIP's traffic as its own, without holding the VIP.
 GATEWAY_RULE = Redirect(VIP, protocol="tcp")
 
@@ -50,7 +56,7 @@ def main() -> None:
     args = parser.parse_args()
     # The kernel's IPVS is shared: lbcore manages only the VIPs it is given.
     lb = Balancer(args.backend) if args.backend == "sim" else Balancer(args.backend, vips=[VIP])
-    for op in lb.apply([SERVICE]):
+    for op in lb.apply(DEPLOYMENT.table()):
         print("director:", op)
     if not isinstance(lb.backend, SimBackend):
         print("on each gateway:", GATEWAY_RULE.text())

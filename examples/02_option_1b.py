@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import argparse
 
-from lbcore import AutoNat, Balancer, Persistence, RealServer, Table, VirtualService
+from lbcore import AutoNat, Balancer, Deployment, Persistence, RealServer, VirtualService
 from lbcore.formats.listing import layer4_report
+from lbcore.health import CheckedService, Policy, TCPCheck
 from lbcore.sim import SimBackend
 from lbcore.sim.workload import Workload, clients_in, run
 
@@ -45,6 +46,11 @@ SERVICE = VirtualService(
     real_servers=[RealServer(gw, PORT, forward="nat") for gw in GATEWAYS],
 )
 AUTO_NAT = AutoNat(EXTERNAL_INTERFACE, [INTERNAL_NETWORK])
+#: The director's part (examples/option-1b.yaml says the same): the service with its gateways checked by
+#: a TCP connect, and the Auto-NAT rule.
+DEPLOYMENT = Deployment(services=[CheckedService(
+    service=SERVICE, check=TCPCheck(), policy=Policy(interval=10, timeout=5, fall=3, rise=2))],
+                        rules=[AUTO_NAT])
 #: Options of each backend. IPVS is shared, so lbcore manages only the VIP's services there; in
 #: netfilter it owns its LBCORE-* chains, so these rules are all of lbcore's rules on the host.
 OPTIONS = {"sim": {}, "ipvs+iptables": {"ipvs": {"vips": [VIP]}, "iptables": {}}}
@@ -55,7 +61,7 @@ def main() -> None:
     parser.add_argument("--backend", default="sim", choices=OPTIONS, help="sim (default) or ipvs+iptables")
     args = parser.parse_args()
     lb = Balancer(args.backend, **OPTIONS[args.backend])
-    for op in lb.apply(Table([SERVICE], rules=[AUTO_NAT])):
+    for op in lb.apply(DEPLOYMENT.table()):
         print("director:", op)
     print(f"on each gateway: default route via {FLOATING_IP} (the director's floating IP)")
     if not isinstance(lb.backend, SimBackend):

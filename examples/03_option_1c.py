@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import argparse
 
-from lbcore import Balancer, Persistence, RealServer, VirtualService
+from lbcore import Balancer, Deployment, Persistence, RealServer, VirtualService
 from lbcore.formats.listing import layer4_report
+from lbcore.health import CheckedService, Policy, TCPCheck
 from lbcore.sim import SimBackend
 from lbcore.sim.workload import Workload, clients_in, run
 
@@ -40,6 +41,10 @@ SERVICE = VirtualService(
     persistence=Persistence(timeout=3600),
     real_servers=[RealServer(gw, PORT, forward="nat") for gw in GATEWAYS],
 )
+#: The director's part (examples/option-1c.yaml says the same): the service, its gateways checked by a TCP
+#: connect; no Auto-NAT.
+DEPLOYMENT = Deployment(services=[CheckedService(
+    service=SERVICE, check=TCPCheck(), policy=Policy(interval=10, timeout=5, fall=3, rise=2))])
 
 
 def main() -> None:
@@ -48,7 +53,7 @@ def main() -> None:
     args = parser.parse_args()
     # The kernel's IPVS is shared: lbcore manages only the VIPs it is given.
     lb = Balancer(args.backend) if args.backend == "sim" else Balancer(args.backend, vips=[VIP])
-    for op in lb.apply([SERVICE]):
+    for op in lb.apply(DEPLOYMENT.table()):
         print("director:", op)
     print(f"on each gateway: a route to {CLIENT_NETWORK} via the director")
     if not isinstance(lb.backend, SimBackend):

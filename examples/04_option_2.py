@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import argparse
 
-from lbcore import Balancer, FirewallMark, Persistence, PolicyRoute, RealServer, Redirect, Table, VirtualService
+from lbcore import Balancer, Deployment, FirewallMark, Persistence, PolicyRoute, RealServer, Redirect, VirtualService
 from lbcore.formats.listing import layer4_report
 from lbcore.health import CheckedService, EventKind, Monitor, PingCheck, Policy, SimProber
 from lbcore.sim import SimBackend
@@ -46,6 +46,8 @@ GATEWAY_RULE = Redirect(None, port=80, to_port=8080)
 #: The health check: a ping every 10 s; three lost in a row take a gateway out, two answered bring
 #: it back (this example's policy).
 CHECK = CheckedService(service=SERVICE, check=PingCheck(), policy=Policy(interval=10, timeout=5, fall=3, rise=2))
+#: The director's part (examples/option-2.yaml says the same): the checked service, the marks, the policy route.
+DEPLOYMENT = Deployment(services=[CHECK], rules=[MARKS, LOCAL_DELIVERY])
 #: Options of each backend. IPVS is shared, so lbcore manages only the services of mark 1 there; in
 #: netfilter it owns its LBCORE-* chains, so these rules are all of lbcore's rules on the host.
 OPTIONS = {"ipvs+iptables": {"ipvs": {"fwmarks": [MARK]}, "iptables": {}}}
@@ -59,13 +61,13 @@ def main() -> None:
     prober = SimProber()  # the simulated gateways, on the clock the simulator shares
     lb = Balancer(SimBackend(clock=prober.clock)) if args.backend == "sim" else Balancer(
         args.backend, **OPTIONS[args.backend])
-    for op in lb.apply(Table([SERVICE], rules=[MARKS, LOCAL_DELIVERY])):
+    for op in lb.apply(DEPLOYMENT.table()):
         print("director:", op)
     print("on each gateway:", GATEWAY_RULE.text())
     if not isinstance(lb.backend, SimBackend):
         return
     sim = lb.backend
-    monitor = Monitor(lb, [CHECK], prober)
+    monitor = Monitor(lb, DEPLOYMENT.checked(), prober)
     monitor.start()
     for n, client in enumerate(("192.168.10.1", "192.168.10.2", "192.168.10.3")):
         web = sim.connect(client, SITES[n], 80)  # any destination: the mark decides

@@ -15,7 +15,7 @@ all produce a :class:`Deployment`, so a script and a file mean the same thing::
     [True]
 
 A service is a :class:`~lbcore.model.VirtualService`, or a
-:class:`~lbcore.health.CheckedService` when its real servers are health-checked. Parts that no
+:class:`~lbcore.health.monitor.CheckedService` when its real servers are health-checked. Parts that no
 backend carries yet (floating IPs, other hosts' rules, an HA pair, the daemon's settings) are
 part of the value, so a file that names them reads the same everywhere; :meth:`Deployment.table`
 refuses them with :class:`~lbcore.errors.Unsupported` instead of leaving them out.
@@ -31,7 +31,7 @@ from typing import Any
 
 import attrs
 
-from lbcore._fields import as_address, int_in, refuse, unicast, value_object
+from lbcore._fields import as_address, int_in, number, refuse, unicast, value_object
 from lbcore.errors import InvalidField, Unsupported
 from lbcore.health.monitor import CheckedService
 from lbcore.model import IPAddress, Sysctls, Timeouts, VirtualService
@@ -89,6 +89,25 @@ def _is_tuple(inst: object, attribute: attrs.Attribute[Any], value: object) -> N
         refuse(inst, attribute, value, "is not a list")
 
 
+def _as_dict(value: object) -> object:
+    return dict(value) if isinstance(value, Mapping) else value
+
+
+def _options(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        refuse(inst, attribute, value, "is not a mapping of option names to values")
+
+
+def _optional_text(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None:
+        _text(inst, attribute, value)
+
+
+def _text(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, str) or not value or not value.isprintable():
+        refuse(inst, attribute, value, "is not one line of printable text")
+
+
 @value_object
 @attrs.frozen(kw_only=True)
 class BackendChoice:
@@ -97,13 +116,13 @@ class BackendChoice:
     Args:
         name: a backend's name (``sim``, ``ipvs``, ``iptables``) or several joined by ``+``
             (``ipvs+iptables``: services to IPVS, rules to netfilter, as one change).
-        options: the backend's options, as :func:`~lbcore.registry.open_backend` takes them.
+        options: the backend's options, as :func:`~lbcore.open_backend` takes them.
 
     .. versionadded:: 0.4
     """
 
     name: str = attrs.field(default="sim", validator=_name)
-    options: Mapping[str, Any] = attrs.field(factory=dict, converter=dict, hash=False)
+    options: Mapping[str, Any] = attrs.field(factory=dict, converter=_as_dict, validator=_options, hash=False)
 
 
 @value_object
@@ -200,10 +219,10 @@ class DaemonSettings:
     .. versionadded:: 0.4
     """
 
-    interval: float = attrs.field(default=10.0, validator=attrs.validators.instance_of((int, float)))
-    metrics: str | None = None
-    status: str | None = None
-    control: str = "/run/lbcore.sock"
+    interval: float = attrs.field(default=10.0, validator=number(0.0))
+    metrics: str | None = attrs.field(default=None, validator=_optional_text)
+    status: str | None = attrs.field(default=None, validator=_optional_text)
+    control: str = attrs.field(default="/run/lbcore.sock", validator=_text)
 
 
 def _services(inst: object, attribute: attrs.Attribute[Any], value: tuple[Any, ...]) -> None:
@@ -238,7 +257,7 @@ class Deployment:
     and the parts the open issues carry next (floating IPs, other hosts, an HA pair, the daemon).
 
     Args:
-        services: virtual services; a :class:`~lbcore.health.CheckedService` for a checked one.
+        services: virtual services; a :class:`~lbcore.health.monitor.CheckedService` for a checked one.
         rules: the netfilter and routing objects of :mod:`lbcore.rules` on the director.
         timeouts: the global timeouts (None: leave the backend's as they are).
         sysctls: the IPVS sysctls (None: leave them as they are).

@@ -84,6 +84,11 @@ def format_endpoint(address: IPAddress, port: int) -> str:
 class Tunnel:
     """Encapsulation of a tunnel-mode real server (ipvsadm --tun-type, --tun-port, ``--tun-*csum``).
 
+    Args:
+        type: ipip, gue or gre (ipvsadm --tun-type).
+        port: the GUE destination port (--tun-port); 0 for ipip and gre.
+        checksum: nocsum, csum (gue, gre) or remcsum (gue only) (--tun-nocsum, --tun-csum, --tun-remcsum).
+
     .. versionadded:: 0.1
     """
 
@@ -169,7 +174,7 @@ class RealServer:
 
 
 def _as_netmask(value: object) -> object:
-    if isinstance(value, str) and not value.isdigit():
+    if isinstance(value, str) and not value.isdecimal():  # isdigit() takes "²", which int() refuses
         try:
             return ipaddress.IPv4Address(value)
         except ValueError:
@@ -410,6 +415,11 @@ def _timeout(inst: object, attribute: attrs.Attribute[Any], value: object) -> No
 class Timeouts:
     """The global connection timeouts (ipvsadm --set tcp tcpfin udp).
 
+    Args:
+        tcp: seconds an established TCP connection's entry lives without a packet.
+        tcpfin: seconds a TCP connection's entry lives after the FIN.
+        udp: seconds a UDP connection's entry lives without a datagram.
+
     .. versionadded:: 0.1
     """
 
@@ -422,6 +432,15 @@ class Timeouts:
 @attrs.frozen
 class Sysctls:
     """The IPVS sysctls (net.ipv4.vs.*) that change which real server a connection reaches.
+
+    Args:
+        expire_nodest_conn: drop a connection's entry at its next packet once its real server is gone.
+        expire_quiescent_template: expire a persistence template once its real server's weight is 0.
+        conn_reuse_mode: how a new connection reusing a port of an old entry is scheduled (0..3).
+        sloppy_tcp: take over TCP connections IPVS did not see start (e.g. after a failover).
+        sloppy_sctp: the same for SCTP.
+        lblc_expiration: seconds the lblc scheduler keeps an unused destination entry.
+        lblcr_expiration: seconds the lblcr scheduler keeps an unused destination set.
 
     .. versionadded:: 0.1
     """
@@ -451,7 +470,7 @@ class Sysctls:
         value = cast(Any, value)
         if isinstance(current, bool) and isinstance(value, (str, int)) and str(value) in ("0", "1"):
             value = str(value) == "1"
-        elif isinstance(value, str) and value.lstrip("-").isdigit():
+        elif isinstance(value, str) and value.lstrip("-").isdecimal():
             value = int(value)
         changed: dict[str, Any] = {name: value}
         return attrs.evolve(self, **changed)

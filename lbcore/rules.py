@@ -131,6 +131,14 @@ class FirewallMark:
     traffic" variant is ``FirewallMark(1, ("tcp", "udp"), except_destinations=[director])`` beside
     ``FirewallMark(2, destinations=[director])``.
 
+    Args:
+        mark: the mark (1..4294967295), the fwmark of the service it feeds.
+        protocols: tcp, udp, sctp (empty: every protocol).
+        ports: destination ports (needs protocols).
+        destinations: destination networks (empty: any).
+        sources: source networks (empty: any).
+        except_destinations: destination networks never marked (e.g. the director's own).
+
     .. versionadded:: 0.2
     """
 
@@ -184,6 +192,11 @@ class AutoNat:
     Masquerades (or, with ``to_source``, SNATs to that address) packets from ``sources`` (empty:
     any) that leave through ``out_interface``: the guide's NAT options 1B and 1C.
 
+    Args:
+        out_interface: the interface the traffic leaves by.
+        sources: the real servers' networks (empty: any source).
+        to_source: SNAT to this address instead of masquerading.
+
     .. versionadded:: 0.2
     """
 
@@ -214,6 +227,12 @@ class Redirect:
     ``Redirect(vip)`` is DR's answer to the ARP problem: the real server accepts traffic for the
     VIP without holding it (nat PREROUTING ``-d VIP -p tcp -j REDIRECT``). ``Redirect(None,
     port=80, to_port=8080)`` is the transparent-mode redirect of a proxy.
+
+    Args:
+        destination: the VIP to accept as the host's own; None for any destination.
+        protocol: tcp or udp.
+        port: only this destination port (needed without a destination).
+        to_port: redirect to this port instead of the packet's own.
 
     .. versionadded:: 0.2
     """
@@ -252,6 +271,11 @@ class PolicyRoute:
     0.0.0.0/0 dev lo table T``): the guide's transparent proxy. With ``via``, it routes through
     that gateway: the guide's router sending client traffic via the load balancer.
 
+    Args:
+        mark: the firewall mark the rule matches.
+        table: the routing table (1..252) it looks up.
+        via: the gateway that table routes through; None delivers locally.
+
     .. versionadded:: 0.2
     """
 
@@ -283,6 +307,9 @@ class LoopbackVIP:
     The two sysctls are raised, never lowered, and left as they are when the VIP goes: other
     VIPs, and other tools, may rely on them. The address is known as lbcore's by its protocol
     (IFA_PROTO), which Linux keeps since 5.18.
+
+    Args:
+        address: the VIP.
 
     .. versionadded:: 0.2
     """

@@ -5,6 +5,7 @@
   "Layer 4 Current Connections" ``-Lnc``, ``--timeout``, ``/proc/net/ip_vs_conn``), rendered
   from a :class:`~lbcore.formats.listing.Snapshot` that any backend with a data plane produces.
 * :mod:`lbcore.formats.trace`: traces, the contract between the simulator and a kernel.
+* :mod:`lbcore.formats.yaml`: the deployment file, a whole :class:`~lbcore.Deployment` as YAML.
 
 .. versionadded:: 0.3
 """
