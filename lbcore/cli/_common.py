@@ -230,6 +230,11 @@ def open_for(loaded: Loaded | None, backend: str | None, vips: Iterable[str] = (
 # -- printing --------------------------------------------------------------------------------------
 
 
+def count(n: int, word: str) -> str:
+    """``1 service``, ``2 services``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def emit_json(value: object) -> None:
     """Print ``value`` as one JSON document (keys in the order given, two-space indents)."""
     click.echo(json.dumps(value, indent=2))

@@ -20,6 +20,7 @@ from lbcore.cli._common import (
     Refused,
     backend_name,
     backend_option,
+    count,
     emit_json,
     emit_table,
     file_argument,
@@ -97,8 +98,9 @@ def validate(file: str, backend: str | None, from_: str | None, output: str) -> 
     if output == "json":
         emit_json(summary)
     else:
+        d = loaded.deployment
         click.echo(f"{loaded.name}: valid ({loaded.format}) for backend {name}: "
-                   f"{len(loaded.deployment.services)} services, {len(loaded.deployment.rules)} rules")
+                   f"{count(len(d.services), 'service')}, {count(len(d.rules), 'rule')}")
     return OK
 
 
@@ -106,14 +108,14 @@ def _report_problems(name: str, backend: str | None, problems: list[dict[str, An
     if output == "json":
         emit_json({"version": 1, "file": name, "backend": backend, "valid": False, "problems": problems})
     elif output == "table":
-        emit_table(f"{name}: {len(problems)} problems", ["line", "column", "path", "message"],
+        emit_table(f"{name}: {count(len(problems), 'problem')}", ["line", "column", "path", "message"],
                    ([p["line"], p["column"], p["path"], p["message"]] for p in problems))
     else:
         for p in problems:
             where = ":".join(str(x) for x in (p["file"], p["line"], p["column"]) if x is not None)
             path = f" {p['path']}:" if p["path"] else ""
             click.echo(f"{where}:{path} {p['message']}")
-        click.echo(f"{name}: {len(problems)} problem{'s' if len(problems) != 1 else ''}", err=True)
+        click.echo(f"{name}: {count(len(problems), 'problem')}", err=True)
     return REFUSED
 
 
@@ -161,7 +163,7 @@ def plan(file: str, backend: str | None, from_: str | None, output: str) -> int:
                    "ops": [op_json(op) for op in ops]})
     else:
         _show_ops(f"plan: {loaded.name} on backend {name}", ops, output)
-        click.echo(f"lbcore: {len(ops)} changes pending on backend {name}" if ops
+        click.echo(f"lbcore: {count(len(ops), 'change')} pending on backend {name}" if ops
                    else f"lbcore: no changes: backend {name} matches {loaded.name}", err=True)
     return DIFFERENCE if ops else OK
 
@@ -251,20 +253,22 @@ def apply(file: str, backend: str | None, from_: str | None, dry_run: bool, yes:
         if not ops:
             click.echo(f"lbcore: no changes: backend {name} matches {loaded.name}", err=True)
         elif dry_run:
-            click.echo(f"lbcore: dry run: {len(ops)} changes checked, nothing applied", err=True)
+            click.echo(f"lbcore: dry run: {count(len(ops), 'change')} checked, nothing applied", err=True)
         else:
+            changes = count(len(ops), "change")
             if not yes:
                 if not sys.stdin.isatty():
-                    raise Refused(f"standard input is not a terminal, so nothing can confirm {len(ops)} changes "
+                    raise Refused(f"standard input is not a terminal, so nothing can confirm {changes} "
                                   f"on backend {name}: pass --yes to apply them")
-                if not click.confirm(f"Apply these {len(ops)} changes to backend {name}?", err=True):
+                these = "this change" if len(ops) == 1 else f"these {changes}"
+                if not click.confirm(f"Apply {these} to backend {name}?", err=True):
                     click.echo("lbcore: nothing applied", err=True)
                     if output == "json":
                         emit_json(result)
                     return REFUSED
             lb.execute(ops)
             result["applied"] = True
-            click.echo(f"lbcore: applied {len(ops)} changes to backend {name}", err=True)
+            click.echo(f"lbcore: applied {changes} to backend {name}", err=True)
     if output == "json":
         emit_json(result)
     return OK
