@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 import click
 
-from lbcore import Backend, Deployment, LBError, open_backend
+from lbcore import Backend, ConfigError, Deployment, LBError, open_backend
 from lbcore.formats import ipvsadm
 
 if TYPE_CHECKING:
@@ -172,12 +172,16 @@ def load(file: str, from_: str | None) -> Loaded:
 
 
 def _load_yaml(text: str, name: str) -> Deployment:
-    raise Refused(f"{name}: the YAML deployment format is not in this build; give an ipvsadm-save dump")
+    from lbcore.formats import yaml as deployment_file  # ruamel.yaml and cattrs: only when a file needs them
+
+    return deployment_file.load(text, name)
 
 
 def dump_yaml(deployment: Deployment) -> str:
     """The deployment file (YAML) of ``deployment``."""
-    raise Refused("the YAML deployment format is not in this build")
+    from lbcore.formats import yaml as deployment_file
+
+    return deployment_file.dump(deployment)
 
 
 # -- backends --------------------------------------------------------------------------------------
@@ -254,7 +258,7 @@ def emit_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[objec
         return
     table = RichTable(title=title, caption=caption)
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # addresses whole, on as many lines as they need
     for row in rows:
         table.add_row(*("" if cell is None else str(cell) for cell in row))
     Console().print(table)
@@ -286,11 +290,18 @@ def op_json(op: Op) -> dict[str, Any]:
 
 def problems_of(exc: LBError, name: str) -> list[dict[str, Any]]:
     """The problems an error reports, each with file, line, column, path (None where unknown) and message."""
+    if isinstance(exc, ConfigError):
+        return [{"file": p.file, "line": p.line, "column": p.column, "path": p.path or None, "message": p.message}
+                for p in exc.problems]
     return [{"file": name, "line": None, "column": None, "path": None, "message": f"{type(exc).__name__}: {exc}"}]
 
 
 def report_error(exc: BaseException) -> int:
     """Print ``exc`` as one line (or one per problem) on standard error; the exit code it means."""
+    if isinstance(exc, ConfigError):  # one line per problem, as a compiler lists them
+        for problem in exc.problems:
+            click.echo(f"lbcore: {problem}", err=True)
+        return REFUSED
     if isinstance(exc, LBError):
         click.echo(f"lbcore: {type(exc).__name__}: {exc}", err=True)
         return REFUSED

@@ -5,20 +5,18 @@ from __future__ import annotations
 import click
 
 from lbcore import Deployment
-from lbcore.cli._common import FORMATS, LATER, OK, Refused, dump_yaml, file_argument, from_option, load
+from lbcore.cli._common import FORMATS, LATER, OK, Refused, count, dump_yaml, file_argument, from_option, load
 from lbcore.formats.ipvsadm import dump_save
 
 
 def left_out(deployment: Deployment) -> list[str]:
     """What an ipvsadm-save dump cannot hold of ``deployment``, one phrase each."""
-    lost = []
-    for count, what in ((len(deployment.checked()), "health-checked services' checks"),
-                        (len(deployment.rules), "rules"),
-                        (sum(rs.u_threshold > 0 or rs.l_threshold > 0
-                             for s in deployment.virtual_services() for rs in s.real_servers),
-                         "real servers' thresholds")):
-        if count:
-            lost.append(f"{count} {what}")
+    thresholds = sum(rs.u_threshold > 0 or rs.l_threshold > 0
+                     for s in deployment.virtual_services() for rs in s.real_servers)
+    lost = [phrase for n, phrase in (
+        (len(deployment.checked()), f"the health checks of {count(len(deployment.checked()), 'service')}"),
+        (len(deployment.rules), count(len(deployment.rules), "rule")),
+        (thresholds, f"the thresholds of {count(thresholds, 'real server')}")) if n]
     for part in ("timeouts", "sysctls", "floating_ips", "hosts", "ha", "daemon"):
         if getattr(deployment, part):
             lost.append(part.replace("_", " "))

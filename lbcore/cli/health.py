@@ -103,11 +103,12 @@ def check(file: str, from_: str | None, output: str) -> int:
     else:
         rows = [[o.service, o.real_server, f"{r['check']} {r['target']}", "pass" if o.ok else "FAIL",
                  f"{o.seconds * 1000:.1f} ms", o.detail] for o, r in ((o, outcome_json(o)) for o in outcomes)]
+        columns = ["service", "real server", "check", "result", "time", "detail"]
         if output == "table":
-            emit_table(f"health checks: {loaded.name}", ["service", "real server", "check", "result", "time", "detail"],
-                       rows, caption=f"{len(outcomes) - failed} passed, {failed} failed")
+            emit_table(f"health checks: {loaded.name}", columns, rows,
+                       caption=f"{len(outcomes) - failed} passed, {failed} failed")
         else:
-            for row in rows:
+            for row in [columns, *rows]:
                 click.echo("\t".join(str(cell) for cell in row))
             click.echo(f"lbcore: {len(outcomes) - failed} passed, {failed} failed", err=True)
     return DIFFERENCE if failed else OK

@@ -24,7 +24,7 @@ def test_export_to_ipvsadm_save_prints_the_dump_ipvsadm_would(lbcore: Run, tmp_p
                            "-A -t 192.0.2.20:443 -s rr\n"
                            "-a -t 192.0.2.20:443 -r 198.51.100.2:443 -m -w 1\n")
     assert done.stderr == ("lbcore: ipvsadm-save holds services and real servers only; left out: "
-                           "1 real servers' thresholds, timeouts\n")
+                           "the thresholds of 1 real server, timeouts\n")
 
 
 def test_export_to_keepalived_or_ldirectord_comes_in_a_later_release(lbcore: Run, option_1a: Path) -> None:
