@@ -30,6 +30,7 @@ extensions = [
     "sphinx.ext.napoleon",
     "sphinx.ext.doctest",
     "capabilities",  # docs/_ext/capabilities.py: the capability matrix of the installed backends
+    "cli_reference",  # docs/_ext/cli_reference.py: the lbcore command's reference, from its --help
 ]
 
 source_suffix = {".md": "markdown"}
