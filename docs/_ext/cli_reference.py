@@ -14,8 +14,6 @@ from docutils import nodes
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
 
-#: Help is wrapped at this width whatever the terminal the docs are built on.
-WIDTH = 100
 
 
 def commands() -> list[tuple[str, click.Command]]:
@@ -29,13 +27,13 @@ def help_text(name: str | None = None) -> str:
     """``lbcore --help``, or ``lbcore NAME --help``, as the command prints it."""
     from lbcore.cli import cli
 
-    settings = {**cli.context_settings, "terminal_width": WIDTH, "max_content_width": WIDTH}
+    # As the command prints it on any terminal wide enough: click wraps at max_content_width less 2.
+    settings = {**cli.context_settings, "terminal_width": cli.context_settings["max_content_width"] - 2}
     root = click.Context(cli, info_name="lbcore", **settings)
     if name is None:
         return cli.get_help(root)
     command = cli.commands[name]
-    return command.get_help(click.Context(command, info_name=name, parent=root, terminal_width=WIDTH,
-                                          max_content_width=WIDTH))
+    return command.get_help(click.Context(command, info_name=name, parent=root))
 
 
 class CLIReference(SphinxDirective):
