@@ -15,7 +15,6 @@ from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
 
 
-
 def commands() -> list[tuple[str, click.Command]]:
     """(name, command) of every ``lbcore`` subcommand, sorted by name."""
     from lbcore.cli import cli
