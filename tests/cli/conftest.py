@@ -56,14 +56,16 @@ def lbcore_path() -> str:
 
 @pytest.fixture
 def lbcore(lbcore_path: str, tmp_path: Path) -> Run:
-    """``lbcore(*args, input=None, **env)``: run the command; its CompletedProcess (text).
+    """``lbcore(*args, input=None, cwd=None, **env)``: run the command (in a fresh directory unless
+    ``cwd`` is given); its CompletedProcess (text).
 
     Every run is checked for what must never happen: a traceback on either stream.
     """
 
-    def run(*args: str, input: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    def run(*args: str, input: str | None = None, cwd: Path | None = None,
+            **env: str) -> subprocess.CompletedProcess[str]:
         done = subprocess.run([lbcore_path, *args], input=input, capture_output=True, text=True, check=False,
-                              env=lbcore_env(**env), cwd=tmp_path, timeout=120)
+                              env=lbcore_env(**env), cwd=cwd or tmp_path, timeout=120)
         assert "Traceback" not in done.stderr + done.stdout, done.stderr
         return done
 
