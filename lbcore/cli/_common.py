@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 import click
 
-from lbcore import Backend, ConfigError, Deployment, LBError, open_backend
+from lbcore import AddRule, Backend, ConfigError, DeleteRule, Deployment, LBError, SetSysctls, open_backend
 from lbcore.formats import ipvsadm
 
 if TYPE_CHECKING:
@@ -267,8 +267,6 @@ def emit_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[objec
 def op_text(op: Op) -> str:
     """An op in ipvsadm's words (``-A -t 192.0.2.10:80 -s wlc``), or lbcore's for what ipvsadm has
     no command for (``add_rule mark 1 proto=tcp``, ``set_sysctls expire_nodest_conn=1 ...``)."""
-    from lbcore import AddRule, DeleteRule, SetSysctls
-
     if isinstance(op, SetSysctls):
         values = attrs.asdict(op.sysctls)
         return "set_sysctls " + " ".join(f"{k}={int(v) if isinstance(v, bool) else v}" for k, v in values.items())
@@ -279,8 +277,6 @@ def op_text(op: Op) -> str:
 
 def op_json(op: Op) -> dict[str, Any]:
     """An op for ``--output json``: its kind, the ipvsadm command (None for a rule or sysctls), text."""
-    from lbcore import AddRule, DeleteRule, SetSysctls
-
     ipvsadm_words = None if isinstance(op, (SetSysctls, AddRule, DeleteRule)) else ipvsadm.format_command(op)
     return {"op": op.kind.value, "ipvsadm": ipvsadm_words, "text": op_text(op)}
 
@@ -306,7 +302,7 @@ def report_error(exc: BaseException) -> int:
         click.echo(f"lbcore: {type(exc).__name__}: {exc}", err=True)
         return REFUSED
     if isinstance(exc, OSError):
-        where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+        where = f": {exc.filename}" if exc.filename else ""
         click.echo(f"lbcore: {exc.strerror or exc}{where}", err=True)
         return REFUSED
     click.echo(f"lbcore: internal error: {type(exc).__name__}: {exc}\n"
