@@ -9,7 +9,23 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from lbcore import Backend, Balancer, Deployment, LBError, Table, Unsupported, apply_op
+from lbcore import (
+    AddRealServer,
+    AddRule,
+    AddService,
+    Backend,
+    Balancer,
+    DeleteRule,
+    Deployment,
+    EditRealServer,
+    EditService,
+    LBError,
+    SetSysctls,
+    SetTimeouts,
+    Table,
+    Unsupported,
+    apply_op,
+)
 from lbcore import plan as plan_ops
 from lbcore.backend import require
 from lbcore.cli._common import (
@@ -48,18 +64,38 @@ def _services_table(deployment: Deployment) -> Table:
                  rules=deployment.rules or None)
 
 
-def capability_problems(deployment: Deployment, backend: Backend) -> list[Unsupported]:
-    """Every refusal of ``deployment`` by a backend: the parts no backend carries, then each op of
-    the whole deployment that the backend lacks a capability for (first missing one per op)."""
-    problems = list(deployment.unsupported())
-    seen = {str(p) for p in problems}
+def _path_of(deployment: Deployment, op: Op) -> str | None:
+    """Where in the deployment (its file's field path) the part an op adds is."""
+    services = deployment.virtual_services()
+    keys = [s.key for s in services]
+    if isinstance(op, (AddService, EditService)) and op.service.key in keys:
+        return f"services[{keys.index(op.service.key)}]"
+    if isinstance(op, (AddRealServer, EditRealServer)) and op.key in keys:
+        i = keys.index(op.key)
+        endpoints = [rs.key for rs in services[i].real_servers]
+        j = endpoints.index(op.real_server.key) if op.real_server.key in endpoints else None
+        return f"services[{i}]" if j is None else f"services[{i}].real_servers[{j}]"
+    if isinstance(op, (AddRule, DeleteRule)):
+        rules = [r.key for r in deployment.rules]
+        return f"rules[{rules.index(op.rule.key)}]" if op.rule.key in rules else "rules"
+    if isinstance(op, SetTimeouts):
+        return "timeouts"
+    if isinstance(op, SetSysctls):
+        return "sysctls"
+    return None
+
+
+def capability_problems(deployment: Deployment, backend: Backend) -> list[tuple[str | None, Unsupported]]:
+    """Every refusal of ``deployment`` by a backend, with the field path of what is refused: the
+    parts no backend carries, then each part the backend lacks a capability for (the first missing
+    capability of each)."""
+    problems: list[tuple[str | None, Unsupported]] = [
+        (str(p.capability).removeprefix("Deployment."), p) for p in deployment.unsupported()]
     for op in plan_ops(Table(), _services_table(deployment)):
         try:
             require(backend, op)
         except Unsupported as exc:
-            if str(exc) not in seen:
-                seen.add(str(exc))
-                problems.append(exc)
+            problems.append((_path_of(deployment, op), exc))
     return problems
 
 
@@ -88,8 +124,8 @@ def validate(file: str, backend: str | None, from_: str | None, output: str) -> 
         refusals = capability_problems(loaded.deployment, opened)
     finally:
         opened.close()
-    problems = [{"file": loaded.name, "line": None, "column": None, "path": None, "message": str(p)}
-                for p in refusals]
+    problems = [{"file": loaded.name, "line": None, "column": None, "path": path, "message": str(p)}
+                for path, p in refusals]
     if problems:
         return _report_problems(loaded.name, name, problems, output)
     summary = {"version": 1, "file": loaded.name, "format": loaded.format, "backend": name, "valid": True,

@@ -45,9 +45,11 @@ def test_validate_prints_every_capability_the_backend_lacks_and_exits_2(lbcore: 
     assert done.returncode == 2
     lines = done.stdout.splitlines()
     assert len(lines) == 2, done.stdout
-    assert all(line.startswith(f"{dump}: backend 'sim' does not support scheduler-twos") for line in lines)
-    assert "-A -t 192.0.2.10:80 -s twos" in lines[0] or "-t 192.0.2.10:80" in lines[0]
-    assert "192.0.2.10:53" in lines[1]
+    # In the file's order, each with its field path.
+    assert lines[0].startswith(f"{dump}: services[0]: backend 'sim' does not support scheduler-twos")
+    assert lines[1].startswith(f"{dump}: services[1]: backend 'sim' does not support scheduler-twos")
+    assert lines[0].endswith("needed by add_service -t 192.0.2.10:80")
+    assert lines[1].endswith("needed by add_service -u 192.0.2.10:53")
     assert done.stderr == f"{dump}: 2 problems\n"
 
 

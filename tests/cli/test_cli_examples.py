@@ -88,5 +88,5 @@ def test_validate_names_the_parts_no_backend_carries_yet(lbcore: Run, tmp_path: 
                     "floating_ips:\n  - {address: 192.0.2.10/24, interface: eth0}\n")
     done = lbcore("validate", str(file))
     assert done.returncode == 2
-    assert done.stdout == (f"{file}: backend 'sim' does not support Deployment.floating_ips: floating IPs are "
-                           "not carried out by any backend yet\n")
+    assert done.stdout == (f"{file}: floating_ips: backend 'sim' does not support Deployment.floating_ips: "
+                           "floating IPs are not carried out by any backend yet\n")
