@@ -41,31 +41,42 @@ def check_name(check: Check) -> str:
     return type(check).__name__.removesuffix("Check").lower()
 
 
+async def _attempt(prober: AsyncioProber, probe: Probe) -> tuple[bool, str]:
+    """One attempt of ``probe``: (passed, detail), bounded by the check's timeout."""
+    answer: asyncio.Future[tuple[bool, str]] = asyncio.get_running_loop().create_future()
+
+    def done(ok: bool, detail: str) -> None:
+        if not answer.done():
+            answer.set_result((ok, detail))
+
+    prober.probe(probe, done)
+    return await answer
+
+
+async def _check(prober: AsyncioProber, probe: Probe) -> tuple[bool, float, str]:
+    """One check as the monitor counts one: an attempt, and the policy's retries after a failed one
+    (``delay_before_retry`` apart); (passed, seconds it took, detail of the last attempt)."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    retries = probe.policy.retry
+    for attempt in range(retries + 1):
+        ok, detail = await _attempt(prober, probe)
+        if ok or attempt == retries:
+            break
+        await asyncio.sleep(probe.policy.delay_before_retry)
+    if attempt:
+        detail += f" (attempt {attempt + 1} of {retries + 1})"
+    return ok, loop.time() - started, detail
+
+
 async def run_checks(services: list[CheckedService]) -> list[Outcome]:
     """Every real server's check of every service, once and all at the same time; a probe shared
     by two services (same check, same target) is asked once."""
     prober = AsyncioProber()
-    loop = asyncio.get_running_loop()
-    pending: dict[Probe, asyncio.Future[tuple[bool, float, str]]] = {}
-    targets = []
-    for cs in services:
-        for rs in cs.service.real_servers:
-            probe = cs.probe(rs)
-            targets.append((str(cs.key), rs.endpoint, probe))
-            if probe in pending:
-                continue
-            future: asyncio.Future[tuple[bool, float, str]] = loop.create_future()
-            started = loop.time()
-
-            def done(ok: bool, detail: str, future: asyncio.Future[tuple[bool, float, str]] = future,
-                     started: float = started) -> None:
-                if not future.done():
-                    future.set_result((ok, loop.time() - started, detail))
-
-            pending[probe] = future
-            prober.probe(probe, done)
+    targets = [(str(cs.key), rs.endpoint, cs.probe(rs)) for cs in services for rs in cs.service.real_servers]
+    probes = list(dict.fromkeys(probe for _, _, probe in targets))
     try:
-        answers = dict(zip(pending, await asyncio.gather(*pending.values())))
+        answers = dict(zip(probes, await asyncio.gather(*(_check(prober, p) for p in probes))))
     finally:
         prober.close()
     return [Outcome(service, endpoint, probe, *answers[probe]) for service, endpoint, probe in targets]
@@ -86,8 +97,9 @@ def outcome_json(outcome: Outcome) -> dict[str, Any]:
 def check(file: str, from_: str | None, output: str) -> int:
     """Run every health check of FILE once, and show the results.
 
-    Each real server of each health-checked service gets its check (one attempt, bounded by the
-    check's timeout), all at the same time, from this host over real sockets; nothing is changed.
+    Each real server of each health-checked service gets its check once, as the monitor counts
+    one (an attempt bounded by the check's timeout, and the policy's retries if it fails), all at
+    the same time, from this host over real sockets; nothing is changed.
 
     Exit 0 when every check passes (or FILE has none), 1 when one fails, 2 on bad input.
     """

@@ -110,3 +110,23 @@ def test_check_of_a_file_without_checks_passes_and_says_so(lbcore: Run, option_1
     done = lbcore("check", str(option_1a))
     assert (done.returncode, done.stdout) == (0, "")
     assert done.stderr == f"lbcore: {option_1a} has no health-checked service\n"
+
+
+def test_a_failed_check_is_retried_as_its_policy_says(lbcore: Run, tmp_path: Path, servers: dict[str, int]) -> None:
+    path = tmp_path / "retried.yaml"
+    path.write_text(f"""\
+services:
+  - protocol: tcp
+    address: 192.0.2.10
+    port: 80
+    real_servers:
+      - {{address: 127.0.0.2, port: {servers['closed']}, forward: nat}}
+    health:
+      check: tcp
+      policy: {{timeout: 30, retry: 2, delay_before_retry: 0.1}}
+""")
+    done = lbcore("check", str(path), "-o", "json")
+    assert done.returncode == 1, done.stderr
+    (result,) = json.loads(done.stdout)["results"]
+    assert result["ok"] is False and result["detail"].endswith("(attempt 3 of 3)")
+    assert result["seconds"] >= 0.2  # two waits between the three attempts, on the loop's clock
