@@ -167,8 +167,9 @@ def _planned(loaded: Loaded, balancer: Balancer) -> list[Op]:
 
 
 def _show_ops(title: str, ops: list[Op], output: str) -> None:
-    """The ops as a table (terminal) or one ipvsadm command a line (text); nothing for json."""
-    if output == "table":
+    """The ops as a table (terminal) or one ipvsadm command a line (text); nothing for json, or
+    when there is no op (the note on standard error says so)."""
+    if output == "table" and ops:
         emit_table(title, ["#", "op", "command"], ([i, op.kind.value, op_text(op)] for i, op in enumerate(ops, 1)))
     elif output == "text":
         for op in ops:
