@@ -30,11 +30,13 @@ OPTION_1A_SAVE = """\
 
 
 def lbcore_env(**extra: str) -> dict[str, str]:
-    """The environment of an ``lbcore`` subprocess: this checkout first on PYTHONPATH."""
+    """The environment of an ``lbcore`` subprocess: this checkout first on PYTHONPATH (then
+    ``extra``'s PYTHONPATH, then the caller's)."""
     env = dict(os.environ)
     paths = [str(ROOT), str(ROOT / "backends")]
-    if env.get("PYTHONPATH"):
-        paths.append(env["PYTHONPATH"])
+    for more in (extra.pop("PYTHONPATH", ""), env.get("PYTHONPATH", "")):
+        if more:
+            paths.append(more)
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env.pop("LBCORE_DEBUG", None)
     env.update(extra)

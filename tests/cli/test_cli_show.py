@@ -92,3 +92,17 @@ def test_conns_json_and_table(lbcore: Run, option_1a: Path) -> None:
     assert json.loads(done.stdout) == {"version": 1, "backend": "sim", "connections": []}
     table = lbcore("conns", str(option_1a), "-o", "table", COLUMNS="160")
     assert table.returncode == 0 and "Layer 4 Current Connections" in table.stdout
+
+
+def test_without_rich_a_table_is_tab_separated_text(lbcore: Run, option_1a: Path, tmp_path: Path) -> None:
+    # pip install lbcore without the cli extra: rich is not there (a package that cannot be imported
+    # stands in for it, ahead of the installed one on the path).
+    shadow = tmp_path / "no-rich" / "rich"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('rich is not installed')\n")
+    done = lbcore("status", str(option_1a), "-o", "table", PYTHONPATH=str(shadow.parent))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:2] == ["Layer 4 Status", "service\treal server\tscheduler / forward\tweight\tActiveConn\tInActConn"]
+    assert lines[2] == "-t 192.168.2.202:8080\t\twlc persistent 3600\t\t\t"
+    assert lines[3] == "\t192.168.2.210:8080\tRoute\t1\t0\t0"
