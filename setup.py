@@ -13,11 +13,14 @@ setup(
     packages=find_packages(include=["lbcore", "lbcore.*"]) + ["lbcore_ipvs", "lbcore_iptables"],
     package_dir={"lbcore_ipvs": "backends/lbcore_ipvs", "lbcore_iptables": "backends/lbcore_iptables"},
     package_data={"lbcore": ["py.typed"]},
-    install_requires=["attrs>=22.2", "cattrs>=23.1", "ruamel.yaml>=0.17.21"],
+    # click: the `lbcore` console script is part of every install, so what it needs is too. rich only
+    # draws tables on a terminal (plain text without it): the "cli" extra.
+    install_requires=["attrs>=22.2", "cattrs>=23.1", "ruamel.yaml>=0.17.21", "click>=8.1"],
     extras_require={
         "ipvs": ["pyroute2>=0.7"],
         "iptables": ["python-iptables>=1.0", "pyroute2>=0.7"],
-        "all": ["pyroute2>=0.7", "python-iptables>=1.0"],
+        "cli": ["click>=8.1", "rich>=12"],
+        "all": ["pyroute2>=0.7", "python-iptables>=1.0", "rich>=12"],
         "testing": ["pytest>=7", "hypothesis>=6", "simpy>=4", "mypy>=1.8", "jsonschema>=4"],
     },
     entry_points={

@@ -31,6 +31,7 @@ extensions = [
     "sphinx.ext.doctest",
     "capabilities",  # docs/_ext/capabilities.py: the capability matrix of the installed backends
     "deployment_fields",  # docs/_ext/deployment_fields.py: the deployment file's fields, from the model
+    "cli_reference",  # docs/_ext/cli_reference.py: the lbcore command's reference, from its --help
 ]
 
 source_suffix = {".md": "markdown"}

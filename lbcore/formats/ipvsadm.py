@@ -399,6 +399,38 @@ def real_server_options(rs: RealServer) -> str:
     return out
 
 
+def format_command(op: Op) -> str:
+    """The ipvsadm command line (without ``ipvsadm``) that carries out ``op``: the inverse of
+    :func:`parse_command`, in ``ipvsadm-save -n``'s spelling (``-A -t 192.0.2.10:80 -s wlc -p 300``).
+
+    Real servers carry their thresholds (``-x``/``-y``) when they have them, so nothing is lost.
+
+    Raises:
+        InvalidField: ``op`` has no ipvsadm command (a sysctl or a rule of :mod:`lbcore.rules`).
+
+    .. versionadded:: 0.4
+    """
+    if isinstance(op, (AddService, EditService)):
+        svc = op.service
+        verb = "-A" if isinstance(op, AddService) else "-E"
+        return f"{verb} {svc.key.ipvsadm} -s {svc.scheduler}{service_suffix(svc)}"
+    if isinstance(op, DeleteService):
+        return f"-D {op.key.ipvsadm}"
+    if isinstance(op, (AddRealServer, EditRealServer)):
+        rs = op.real_server
+        verb = "-a" if isinstance(op, AddRealServer) else "-e"
+        line = f"{verb} {op.key.ipvsadm} -r {format_endpoint(rs.address, rs.port)} {real_server_options(rs)}"
+        if rs.u_threshold or rs.l_threshold:
+            line += f" -x {rs.u_threshold} -y {rs.l_threshold}"
+        return line
+    if isinstance(op, DeleteRealServer):
+        return f"-d {op.key.ipvsadm} -r {format_endpoint(op.address, op.port)}"
+    if isinstance(op, SetTimeouts):
+        t = op.timeouts
+        return f"--set {t.tcp} {t.tcpfin} {t.udp}"
+    raise InvalidField("ipvsadm", "op", str(op), "has no ipvsadm command")
+
+
 def dump_save(table: Table | Sequence[VirtualService], thresholds: bool = False) -> str:
     """``ipvsadm-save -n`` of a table: the same lines, options and order ipvsadm 1.31 prints.
 
