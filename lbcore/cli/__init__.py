@@ -1,4 +1,8 @@
-"""The ``lbcore`` command."""
+"""The ``lbcore`` command.
+
+On this branch ``simulate`` (a click command, :mod:`lbcore.cli.simulate`) is dispatched before the
+argparse commands; the click group of the whole command takes it with ``cli.add_command``.
+"""
 
 from __future__ import annotations
 
@@ -40,8 +44,26 @@ def _connections(backend: Backend) -> str:
     return backend.connections()
 
 
+def _simulate(argv: list[str]) -> int:
+    import click
+
+    from lbcore.cli.simulate import simulate
+
+    try:
+        simulate.main(args=argv, prog_name="lbcore simulate", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the lbcore command line; return its exit status."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["simulate"]:
+        return _simulate(words[1:])
     parser = argparse.ArgumentParser(prog="lbcore", description="Layer-4 load balancing with IPVS, modelled.")
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("replay", help="replay a trace on the simulator, one line per open")
