@@ -266,6 +266,24 @@ class TimelineEvent:
 
 
 @attrs.frozen
+class Session:
+    """One session of the run, and where it went.
+
+    Attributes:
+        start, end: seconds from the start of the run.
+        service: the service it was sent to, as ipvsadm names it.
+        client: the client's address.
+        endpoint: ``rip:rport`` of the real server that took it, or None (refused).
+    """
+
+    start: float
+    end: float
+    service: str
+    client: IPAddress
+    endpoint: str | None
+
+
+@attrs.frozen
 class Result:
     """What a :class:`Scenario` did to a deployment.
 
@@ -283,6 +301,7 @@ class Result:
         load: per ``(service, endpoint)``, the sessions open on it at each of :attr:`times`. A real
             server that fails loses its open sessions then, and carries none while it is failed.
         notes: what the run left out, and why (parts of the deployment it does not simulate).
+        log: every session, in start order (not in :meth:`to_json`: it can be long).
     """
 
     scenario: Scenario
@@ -296,6 +315,7 @@ class Result:
     times: tuple[float, ...]
     load: Mapping[tuple[str, str], tuple[int, ...]]
     notes: tuple[str, ...] = ()
+    log: tuple[Session, ...] = attrs.field(default=(), repr=False)
 
     def to_json(self) -> dict[str, Any]:
         """The result as plain JSON values (the schema ``lbcore simulate --output json`` prints)."""

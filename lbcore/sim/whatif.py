@@ -36,6 +36,7 @@ from lbcore.whatif import (
     Recovery,
     Result,
     Scenario,
+    Session,
     TimelineEvent,
 )
 
@@ -330,6 +331,8 @@ class Engine:
             times=self._times(),
             load=self._load_over_time(final),
             notes=tuple(self.notes),
+            log=tuple(Session(s.start, s.end, _name(self.targets[s.target].service.key), s.client, e)
+                      for s, e in zip(self.sessions, final.endpoints)),
         )
 
     def _loads(self, run: _Run) -> tuple[RealServerLoad, ...]:
