@@ -22,6 +22,8 @@ from lbcore.enums import (
 from lbcore.errors import (
     BackendError,
     BackendUnavailable,
+    ConfigError,
+    ConfigProblem,
     Conflict,
     InvalidArguments,
     InvalidField,
@@ -82,6 +84,8 @@ __all__ = [
     "Capability",
     "Clock",
     "Composite",
+    "ConfigError",
+    "ConfigProblem",
     "Conflict",
     "ConnectionCounts",
     "DaemonSettings",

@@ -31,7 +31,7 @@ from typing import Any
 
 import attrs
 
-from lbcore._fields import as_address, int_in, refuse, unicast, value_object
+from lbcore._fields import as_address, int_in, number, refuse, unicast, value_object
 from lbcore.errors import InvalidField, Unsupported
 from lbcore.health.monitor import CheckedService
 from lbcore.model import IPAddress, Sysctls, Timeouts, VirtualService
@@ -89,6 +89,25 @@ def _is_tuple(inst: object, attribute: attrs.Attribute[Any], value: object) -> N
         refuse(inst, attribute, value, "is not a list")
 
 
+def _as_dict(value: object) -> object:
+    return dict(value) if isinstance(value, Mapping) else value
+
+
+def _options(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        refuse(inst, attribute, value, "is not a mapping of option names to values")
+
+
+def _optional_text(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None:
+        _text(inst, attribute, value)
+
+
+def _text(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, str) or not value or not value.isprintable():
+        refuse(inst, attribute, value, "is not one line of printable text")
+
+
 @value_object
 @attrs.frozen(kw_only=True)
 class BackendChoice:
@@ -103,7 +122,7 @@ class BackendChoice:
     """
 
     name: str = attrs.field(default="sim", validator=_name)
-    options: Mapping[str, Any] = attrs.field(factory=dict, converter=dict, hash=False)
+    options: Mapping[str, Any] = attrs.field(factory=dict, converter=_as_dict, validator=_options, hash=False)
 
 
 @value_object
@@ -200,10 +219,10 @@ class DaemonSettings:
     .. versionadded:: 0.4
     """
 
-    interval: float = attrs.field(default=10.0, validator=attrs.validators.instance_of((int, float)))
-    metrics: str | None = None
-    status: str | None = None
-    control: str = "/run/lbcore.sock"
+    interval: float = attrs.field(default=10.0, validator=number(0.0))
+    metrics: str | None = attrs.field(default=None, validator=_optional_text)
+    status: str | None = attrs.field(default=None, validator=_optional_text)
+    control: str = attrs.field(default="/run/lbcore.sock", validator=_text)
 
 
 def _services(inst: object, attribute: attrs.Attribute[Any], value: tuple[Any, ...]) -> None:

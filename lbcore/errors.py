@@ -5,6 +5,8 @@ Every error lbcore raises is an :class:`LBError`::
     LBError
       InvalidField(LBError, ValueError)     .owner .field .value .reason
         ParseError                          a foreign format (ipvsadm line, trace) is malformed
+          ConfigError                       a deployment file has problems: .problems, each
+                                            with file, line, column, path and message
         InvalidArguments(InvalidField, TypeError)  a call's arguments do not fit the class
       Conflict
         ServiceExists
@@ -29,7 +31,7 @@ Messages name the field and the value, e.g.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class LBError(Exception):
@@ -76,6 +78,55 @@ class ParseError(InvalidField):
 
     ``owner`` names the format and line (``"ipvsadm line 3"``), ``field`` the option or token.
     """
+
+
+class ConfigProblem(NamedTuple):
+    """One problem of a deployment file, where it is and what it is.
+
+    Attributes:
+        file: the file's name, as the loader was given it.
+        line: the line, from 1.
+        column: the column, from 1.
+        path: the field's path in the document, e.g. ``services[0].real_servers[2].weight``
+            ("" for the document as a whole).
+        message: what is wrong, e.g. ``70000 is not a weight (0..2147483647)``.
+
+    .. versionadded:: 0.4
+    """
+
+    file: str
+    line: int
+    column: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}:{self.column}"
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class ConfigError(ParseError):
+    """A deployment file cannot be read: every problem found in it, at once.
+
+    ``str()`` gives one line per problem, ``file:line:column: path: message``, in the order of the
+    file. ``owner``, ``field``, ``value`` and ``reason`` describe the first problem.
+
+    Attributes:
+        problems: the problems, as :class:`ConfigProblem` values, sorted by line and column.
+
+    .. versionadded:: 0.4
+    """
+
+    def __init__(self, problems: Sequence[ConfigProblem]) -> None:
+        self.problems = sorted(problems, key=lambda p: (p.line, p.column, p.path, p.message))
+        if not self.problems:
+            self.problems = [ConfigProblem("<string>", 1, 1, "", "has a problem lbcore did not name")]
+        first = self.problems[0]
+        super().__init__(first.file, first.path, None, first.message)
+        self.args = ("\n".join(str(p) for p in self.problems),)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class Conflict(LBError):
