@@ -9,7 +9,6 @@ on a terminal, and the load over time as a PNG with ``--plot`` (matplotlib: ``pi
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -20,6 +19,7 @@ import click
 
 from lbcore import Deployment, LBError
 from lbcore.formats import ipvsadm
+from lbcore.formats import yaml as deployment_file
 from lbcore.whatif import Failure, Recovery, Result, Scenario, by_service, parse_time
 from lbcore.whatif import simulate as run_scenario
 
@@ -64,20 +64,14 @@ def load_deployment(file: str, from_: str | None) -> Deployment:
     """The deployment in FILE: a YAML deployment file or an ipvsadm-save dump (told from its content).
 
     Raises:
-        SimulateError: the file cannot be read, or its format is not in this build.
-        LBError: it does not parse.
+        SimulateError: the file cannot be read.
+        LBError: it does not parse (a ``ConfigError`` lists every problem of a YAML file).
     """
     text, name = _read(file)
     fmt = from_ or ("ipvsadm-save" if _is_save(text) else "yaml")
     if fmt == "ipvsadm-save":
         return Deployment.from_table(ipvsadm.parse_save(text))
-    try:
-        yaml_format: Any = importlib.import_module("lbcore.formats.yaml")
-    except ImportError:
-        raise SimulateError(f"{name}: the YAML deployment format is not in this build; "
-                            "give an ipvsadm-save dump") from None
-    deployment: Deployment = yaml_format.load(text, name)
-    return deployment
+    return deployment_file.load(text, name)
 
 
 # -- printing ---------------------------------------------------------------------------------------
