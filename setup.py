@@ -17,11 +17,13 @@ setup(
     extras_require={
         "ipvs": ["pyroute2>=0.7"],
         "iptables": ["python-iptables>=1.0", "pyroute2>=0.7"],
-        "all": ["pyroute2>=0.7", "python-iptables>=1.0"],
+        "all": ["pyroute2>=0.7", "python-iptables>=1.0", "matplotlib>=3.5"],
         "testing": ["pytest>=7", "hypothesis>=6", "simpy>=4", "mypy>=1.8"],
+        "plot": ["matplotlib>=3.5"],
     },
     entry_points={
         "console_scripts": ["lbcore = lbcore.cli:main"],
+        "pytest11": ["lbcore = lbcore.testing.pytest_plugin"],
         "lbcore.backends": [
             "sim = lbcore.sim:SimBackend",
             "ipvs = lbcore_ipvs:IPVSBackend",

@@ -343,6 +343,26 @@ class Result:
         }
 
 
+#: The parts of a deployment that change no scheduling decision on the director: a simulation
+#: leaves them out, and says so.
+NOT_SIMULATED = ("floating_ips", "hosts", "ha", "daemon")
+
+
+def director_only(deployment: Deployment) -> tuple[Deployment, tuple[str, ...]]:
+    """The deployment without what a simulation of the director leaves out, and a note saying what.
+
+    Raises:
+        InvalidField: ``deployment`` is not a Deployment.
+    """
+    if not isinstance(deployment, Deployment):
+        raise InvalidField("simulate", "deployment", deployment, "is not a Deployment")
+    left_out = [name for name in NOT_SIMULATED if getattr(deployment, name)]
+    if not left_out:
+        return deployment, ()
+    note = f"not simulated (no scheduling decision on the director depends on them): {', '.join(left_out)}"
+    return attrs.evolve(deployment, floating_ips=(), hosts=(), ha=None, daemon=None), (note,)
+
+
 @runtime_checkable
 class WhatIf(Protocol):
     """Optional feature: a backend that plays a :class:`Scenario` against a deployment by itself.

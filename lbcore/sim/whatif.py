@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from lbcore.balancer import Balancer
 from lbcore.clock import VirtualClock
 from lbcore.deployment import Deployment
 from lbcore.enums import Protocol
 from lbcore.errors import InvalidField
-from lbcore.health import CheckedService, Monitor, SimProber
-from lbcore.model import IPAddress, RealServer, ServiceKey, VirtualService, format_endpoint
+from lbcore.health import CheckedService
+from lbcore.model import IPAddress, ServiceKey, VirtualService, format_endpoint
 from lbcore.rules import FirewallMark
+from lbcore.sim.deployment import SimDeployment
 from lbcore.sim.workload import Workload, clients_in
 from lbcore.whatif import (
     Failure,
@@ -38,6 +38,7 @@ from lbcore.whatif import (
     Scenario,
     Session,
     TimelineEvent,
+    director_only,
 )
 
 if TYPE_CHECKING:  # the backend calls this module (SimBackend.what_if): no import back at run time
@@ -125,15 +126,9 @@ class Engine:
         self.make_sim = make_sim
         self.scenario = scenario
         self.progress = progress
-        notes: list[str] = []
-        # The run is the director's IPVS: what lives elsewhere (floating IPs, other hosts, an HA
-        # pair, the daemon) changes no scheduling decision, so it is left out, and said so.
-        left_out = [f for f in ("floating_ips", "hosts", "ha", "daemon") if getattr(deployment, f)]
-        if left_out:
-            notes.append(f"not simulated (no scheduling decision depends on them): {', '.join(left_out)}")
-            deployment = attrs.evolve(deployment, floating_ips=(), hosts=(), ha=None, daemon=None)
+        deployment, left_out = director_only(deployment)
+        notes = list(left_out)
         self.deployment = deployment
-        self.table = deployment.table()
         self.checked: list[CheckedService] = deployment.checked()
         services = deployment.virtual_services()
         if scenario.service is not None:
@@ -178,74 +173,24 @@ class Engine:
     # -- one run -----------------------------------------------------------------------------------
 
     def _play(self, failures: Sequence[Failure], recoveries: Sequence[Recovery], done: int, total: int) -> _Run:
-        clock = VirtualClock()
-        sim = self.make_sim(clock)
-        lb = Balancer(sim)
-        lb.apply(self.table)
-        prober: SimProber | None = None
-        monitor: Monitor | None = None
-        if self.checked:
-            prober = SimProber(clock)
-            monitor = Monitor(lb, self.checked, prober, seed=self.scenario.seed)
-            monitor.start()
-        checked_keys = {c.key for c in self.checked}
-        events: list[TimelineEvent] = []
-        # The scenario's own changes, as (time, order, callback): failures and recoveries reach the
-        # fleet the checks ask (checked services) or the table directly (services without checks).
-        actions: list[tuple[float, int, Callable[[], None]]] = []
-        unchecked = [s for s in self.deployment.virtual_services() if s.key not in checked_keys]
-
-        def change(address: IPAddress, up: bool) -> Callable[[], None]:
-            def act() -> None:
-                now = clock.now()
-                events.append(TimelineEvent(now, "recover" if up else "fail", str(address), None))
-                for svc in unchecked:
-                    for rs in svc.real_servers:
-                        if rs.address == address:
-                            self._direct(lb, svc, rs, up)
-                            events.append(TimelineEvent(now, "restored" if up else "removed", str(address),
-                                                        _name(svc.key)))
-            return act
-
-        changes: list[tuple[Failure | Recovery, bool]] = [*((f, False) for f in failures),
-                                                          *((r, True) for r in recoveries)]
-        for order, (item, up) in enumerate(changes):
-            if prober is not None:
-                if up:
-                    prober.fleet.recover(item.address, at=item.at)
-                else:
-                    prober.fleet.fail(item.address, at=item.at)
-            actions.append((item.at, order, change(item.address, up)))
-        actions.sort(key=lambda a: (a[0], a[1]))
-
-        def run_until(when: float) -> None:
-            if prober is not None:
-                prober.run_until(when)
-            sim.run_until(when)
-
-        pending: list[tuple[float, int, Connection]] = []
+        deployed = SimDeployment(self.deployment, self.make_sim(VirtualClock()), seed=self.scenario.seed)
+        for failure in failures:
+            deployed.fail(failure.address, at=failure.at)
+        for recovery in recoveries:
+            deployed.recover(recovery.address, at=recovery.at)
+        pending: list[tuple[float, int, Connection]] = []  # session ends, by time
         endpoints: list[str | None] = []
         templates: set[object] = set()  # every template seen: the same object again is a hit
         hits = 0
-        next_action = 0
         step = max(1, len(self.sessions) // 100)
         for n, session in enumerate(self.sessions):
-            while True:
-                end_at = pending[0][0] if pending else float("inf")
-                act_at = actions[next_action][0] if next_action < len(actions) else float("inf")
-                if min(end_at, act_at) > session.start:
-                    break
-                if end_at <= act_at:  # a session that ends when a server fails ends first
-                    when, _, conn = heapq.heappop(pending)
-                    run_until(when)
-                    sim.disconnect(conn)
-                else:
-                    run_until(act_at)
-                    actions[next_action][2]()
-                    next_action += 1
-            run_until(session.start)
+            while pending and pending[0][0] <= session.start:
+                when, _, conn = heapq.heappop(pending)
+                deployed.run_until(when)
+                deployed.close(conn)
+            deployed.run_until(session.start)
             t = self.targets[session.target]
-            opened = sim.connect(session.client, t.vip, t.vport, protocol=t.protocol, mark=t.mark)
+            opened = deployed.connect(session.client, t.vip, t.vport, protocol=t.protocol, mark=t.mark)
             if opened is None:
                 endpoints.append(None)
             else:
@@ -258,27 +203,17 @@ class Engine:
                 heapq.heappush(pending, (session.end, n, opened))
             if self.progress is not None and (n + 1) % step == 0:
                 self.progress(done + n + 1, total)
-        while pending or next_action < len(actions):
-            end_at = pending[0][0] if pending else float("inf")
-            act_at = actions[next_action][0] if next_action < len(actions) else float("inf")
-            if end_at <= act_at:
-                when, _, conn = heapq.heappop(pending)
-                run_until(when)
-                sim.disconnect(conn)
-            else:
-                run_until(act_at)
-                actions[next_action][2]()
-                next_action += 1
-        if prober is not None:
-            # Let the checks find the last failures, if the run ends before they would have.
-            last = max([f.at for f in failures] + [r.at for r in recoveries] + [clock.now()])
-            run_until(max(clock.now(), last + self._detection_bound()))
-        if monitor is not None:
-            monitor.stop()
-            for e in monitor.events:
-                events.append(TimelineEvent(e.time, e.kind.value, None if e.address is None else str(e.address),
-                                            _name(e.service)))
-        events.sort(key=lambda e: e.time)
+        while pending:
+            when, _, conn = heapq.heappop(pending)
+            deployed.run_until(when)
+            deployed.close(conn)
+        # Every failure and recovery happens, and the checks get the time to find the last ones.
+        last = max([f.at for f in failures] + [r.at for r in recoveries] + [deployed.now()])
+        deployed.run_until(max(deployed.now(), last + (self._detection_bound() if deployed.monitor else 0.0)))
+        events = list(deployed.changes)
+        events += [TimelineEvent(e.time, e.kind.value, None if e.address is None else str(e.address), _name(e.service))
+                   for e in deployed.health_events]
+        events.sort(key=lambda e: e.time)  # stable: at one time, the failure before what it caused
         if self.progress is not None:
             self.progress(done + len(self.sessions), total)
         return _Run(tuple(endpoints), hits, tuple(events))
@@ -291,15 +226,6 @@ class Engine:
             per_check = max(p.interval, (p.retry + 1) * p.timeout + p.retry * p.delay_before_retry)
             bound = max(bound, p.fall * per_check + p.timeout + p.jitter)
         return bound
-
-    @staticmethod
-    def _direct(lb: Balancer[SimBackend], svc: VirtualService, rs: RealServer, up: bool) -> None:
-        held = lb.read().get(svc.key)
-        present = held is not None and held.real_server(rs.address, rs.port) is not None
-        if up and not present:
-            lb.add_real_server(svc.key, rs)
-        elif not up and present:
-            lb.delete_real_server(svc.key, rs.address, rs.port)
 
     # -- the scenario ------------------------------------------------------------------------------
 
