@@ -116,7 +116,7 @@ class BackendChoice:
     Args:
         name: a backend's name (``sim``, ``ipvs``, ``iptables``) or several joined by ``+``
             (``ipvs+iptables``: services to IPVS, rules to netfilter, as one change).
-        options: the backend's options, as :func:`~lbcore.registry.open_backend` takes them.
+        options: the backend's options, as :func:`~lbcore.open_backend` takes them.
 
     .. versionadded:: 0.4
     """
@@ -257,7 +257,7 @@ class Deployment:
     and the parts the open issues carry next (floating IPs, other hosts, an HA pair, the daemon).
 
     Args:
-        services: virtual services; a :class:`~lbcore.health.CheckedService` for a checked one.
+        services: virtual services; a :class:`~lbcore.health.monitor.CheckedService` for a checked one.
         rules: the netfilter and routing objects of :mod:`lbcore.rules` on the director.
         timeouts: the global timeouts (None: leave the backend's as they are).
         sysctls: the IPVS sysctls (None: leave them as they are).

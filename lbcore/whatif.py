@@ -7,7 +7,7 @@ on every real server, persistence hits, what each failure did, refused connectio
 over time. The ``lbcore simulate`` command prints it.
 
 Every service of the deployment gets traffic: the scenario's rate is split evenly between them
-(or goes to one, named by :attr:`Scenario.service`); a fwmark service's packets carry its mark, to
+(or goes to the one ``Scenario.service`` names); a fwmark service's packets carry its mark, to
 a destination its :class:`~lbcore.rules.FirewallMark` rule matches. A failure of a real server in a
 health-checked service goes through the health monitor with the service's own policy (found down
 after its failed checks, then quiesced, removed or drained as configured); in a service without
@@ -343,7 +343,7 @@ class Result:
         }
 
 
-#: The parts of a deployment that change no scheduling decision on the director: a simulation
+#: The parts of a deployment that change no scheduling decision on the director. A simulation
 #: leaves them out, and says so.
 NOT_SIMULATED = ("floating_ips", "hosts", "ha", "daemon")
 

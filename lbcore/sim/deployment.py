@@ -1,13 +1,13 @@
 """A whole deployment on the simulator: its services and rules applied, its health checks running.
 
-:class:`SimDeployment` is what a what-if run (:mod:`lbcore.sim.whatif`) and the pytest plugin
+`SimDeployment` is what a what-if run (``lbcore.sim.whatif``, behind :mod:`lbcore.whatif`) and the pytest plugin
 (:mod:`lbcore.testing.pytest_plugin`) both play traffic on. The simulator and the health monitor
 share one :class:`~lbcore.clock.VirtualClock`; time moves only in :meth:`SimDeployment.run_until`
 (or :meth:`~SimDeployment.advance`), which fires the checks, the data plane's timers and the
 failures and recoveries scheduled, in time order.
 
 A real server that fails in a health-checked service stops answering its checks (a
-:class:`~lbcore.health.SimFleet` failure), and the monitor finds it down and quiesces, removes or
+:class:`~lbcore.health.probers.SimFleet` failure), and the monitor finds it down and quiesces, removes or
 drains it with the service's own policy. In a service without checks nothing would notice, so the
 failure is a direct removal of the real server at that time (and a recovery adds it back).
 

@@ -168,3 +168,15 @@ def test_a_long_run_on_a_terminal_shows_a_progress_bar_on_stderr(deployment: Pat
     assert process.returncode == 0
     assert b"simulating" in seen and b"Traceback" not in seen
     assert json.loads(out)["sessions"] > 20_000
+
+
+def test_the_docs_example_prints_what_the_docs_show(tmp_path: Path) -> None:
+    page = (ROOT / "docs" / "how-to" / "whatif.md").read_text()
+    section = page.split("(simulate-command)=", 1)[1]
+    command = section.split("```sh\n", 1)[1].split("\n```", 1)[0]
+    shown = section.split("```text\n", 1)[1].split("\n```", 1)[0]
+    words = command.split()
+    assert words[:2] == ["lbcore", "simulate"]
+    done = lbcore(*words[1:], cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.rstrip("\n") == shown
