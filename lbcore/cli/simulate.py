@@ -233,7 +233,8 @@ def _events(texts: Sequence[str], parse: Callable[[str, str], Any], option: str)
 @click.option("--rate", type=float, default=10.0, show_default=True,
               help="new sessions per second, split evenly between the services")
 @click.option("--session", default="30s", show_default=True, metavar="TIME", help="mean session length")
-@click.option("--duration", default="60s", show_default=True, metavar="TIME", help="how long new sessions keep starting")
+@click.option("--duration", default="60s", show_default=True, metavar="TIME",
+              help="how long new sessions keep starting")
 @click.option("--seed", type=int, default=0, show_default=True, help="the same seed gives the same run")
 @click.option("--fail", "fail", multiple=True, metavar="ADDRESS@TIME",
               help="a real server fails (e.g. 192.168.2.211@30s); repeatable")
