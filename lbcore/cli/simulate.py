@@ -121,7 +121,7 @@ def _render_table(result: Result) -> None:
     from rich.table import Table
 
     console = Console()
-    console.print(_summary(result))
+    console.print(_summary(result), soft_wrap=True)
     for service, loads in by_service(result.real_servers).items():
         table = Table(title=service)
         for column in ("real server", "sessions", "share"):
@@ -131,13 +131,15 @@ def _render_table(result: Result) -> None:
         console.print(table)
     if result.failures:
         table = Table(title="Failures")
-        for column in ("real server", "fails at", "out at", "moved", "open then", "sent after", "handling"):
-            table.add_column(column)
+        for column in ("real server", "fails at", "out at", "moved", "open then", "sent after"):
+            table.add_column(column, no_wrap=True)
         for f in result.failures:
             table.add_row(str(f.failure.address), _seconds(f.failure.at), _seconds(f.detected), str(f.moved),
-                          str(f.open_at_failure), str(f.sent_to_failed),
-                          "\n".join(f"{s}: {how}" for s, how in f.handling.items()))
+                          str(f.open_at_failure), str(f.sent_to_failed))
         console.print(table)
+        for f in result.failures:
+            for service, how in f.handling.items():
+                console.print(f"{f.failure.address} in {service}: {how}", soft_wrap=True)
     if result.events:
         table = Table(title="Events")
         for column in ("time", "event", "address", "service"):
@@ -146,7 +148,7 @@ def _render_table(result: Result) -> None:
             table.add_row(f"{e.time:.2f} s", e.kind, e.address or "", e.service or "")
         console.print(table)
     for note in result.notes:
-        console.print(f"note: {note}")
+        console.print(f"note: {note}", soft_wrap=True)
 
 
 # -- progress and plot --------------------------------------------------------------------------------

@@ -180,3 +180,34 @@ def test_the_docs_example_prints_what_the_docs_show(tmp_path: Path) -> None:
     done = lbcore(*words[1:], cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert done.stdout.rstrip("\n") == shown
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in (ROOT / "examples").glob("option-*.yaml")))
+def test_every_example_deployment_simulates_with_a_failure(example: str, tmp_path: Path) -> None:
+    from lbcore.formats.yaml import load
+
+    path = ROOT / "examples" / example
+    deployment = load(path.read_text(), str(path))
+    first = deployment.virtual_services()[0].real_servers[0].address
+    done = lbcore("simulate", str(path), "--output", "json", "--rate", "20", "--duration", "40s",
+                  "--fail", f"{first}@10s", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["sessions"] == result["opened"] + result["refused"] > 0
+    assert sum(r["sessions"] for r in result["real_servers"]) == result["opened"]
+    assert {r["service"] for r in result["real_servers"]} == {str(s.key) for s in deployment.virtual_services()}
+    (failure,) = result["failures"]
+    assert failure["address"] == str(first) and failure["detected"] is not None and failure["detected"] >= 10
+
+
+def test_the_table_output_shows_the_same_numbers(deployment: Path, tmp_path: Path) -> None:
+    args = ("simulate", str(deployment), "--duration", "20s", "--fail", "192.168.2.211@5s")
+    text = lbcore(*args, cwd=tmp_path).stdout
+    table = lbcore(*args, "--output", "table", cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.splitlines()[0] == text.splitlines()[0]
+    for line in text.splitlines():
+        if line.startswith("  192.168.2.21") and line.endswith("%"):
+            endpoint, sessions, share = line.split()
+            assert re.search(rf"{re.escape(endpoint)}\s+\S\s+{sessions}\s+\S\s+{re.escape(share)}", table.stdout)
+    assert "Failures" in table.stdout and "Events" in table.stdout

@@ -196,3 +196,36 @@ def test_a_backend_that_cannot_run_what_ifs_is_refused_with_unsupported(monkeypa
     monkeypatch.setattr(lbcore.whatif, "open_backend", lambda name, **options: Plain())
     with pytest.raises(Unsupported, match="what-if"):
         simulate(Deployment(services=[gateways()]), Scenario(), backend="plain")
+
+
+def test_a_draining_service_drains_and_the_progress_reaches_the_total() -> None:
+    d = Deployment(services=[checked(gateways("wlc"), action="drain", drain_timeout=5.0)])
+    seen: list[tuple[int, int]] = []
+    result = simulate(d, Scenario(clients=20, rate=10, mean_session=3, duration=40,
+                                  failures=[Failure(address=GW[0], at=10.0)]), progress=lambda d, t: seen.append((d, t)))
+    (outcome,) = result.failures
+    assert outcome.handling == {f"-t {VIP}:80": "drain after 3 failed checks, every 2 s (timeout 1 s)"}
+    kinds = [e.kind for e in result.events if e.address == GW[0]]
+    assert kinds[:3] == ["fail", "down", "drained"]
+    assert seen[-1] == (2 * result.sessions, 2 * result.sessions)  # two runs: without and with the failure
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_udp_and_ipv6_services_get_traffic_too() -> None:
+    dns = VirtualService(protocol="udp", address="192.0.2.53", port=53, scheduler="rr",
+                         real_servers=[RealServer("198.51.100.53", 53), RealServer("198.51.100.54", 53)])
+    web6 = VirtualService(protocol="tcp", address="2001:db8::80", port=80, scheduler="rr",
+                          real_servers=[RealServer("2001:db8:1::1", 80), RealServer("2001:db8:1::2", 80)])
+    result = simulate(Deployment(services=[dns, web6]), Scenario(clients=10, rate=10, duration=20))
+    assert {r.endpoint: r.sessions > 0 for r in result.real_servers} == {
+        "198.51.100.53:53": True, "198.51.100.54:53": True, "[2001:db8:1::1]:80": True, "[2001:db8:1::2]:80": True}
+    assert {str(s.client) for s in result.log if s.service == "-t [2001:db8::80]:80"} <= {
+        f"2001:db8:c::{i:x}" for i in range(1, 11)}
+
+
+def test_parts_the_simulation_leaves_out_are_named_in_the_notes() -> None:
+    from lbcore import FloatingIP
+
+    d = Deployment(services=[gateways()], floating_ips=[FloatingIP(address="192.0.2.40/24", interface="eth0")])
+    result = simulate(d, Scenario(clients=5, rate=5, duration=5))
+    assert result.notes == ("not simulated (no scheduling decision on the director depends on them): floating_ips",)
