@@ -201,8 +201,8 @@ def test_a_backend_that_cannot_run_what_ifs_is_refused_with_unsupported(monkeypa
 def test_a_draining_service_drains_and_the_progress_reaches_the_total() -> None:
     d = Deployment(services=[checked(gateways("wlc"), action="drain", drain_timeout=5.0)])
     seen: list[tuple[int, int]] = []
-    result = simulate(d, Scenario(clients=20, rate=10, mean_session=3, duration=40,
-                                  failures=[Failure(address=GW[0], at=10.0)]), progress=lambda d, t: seen.append((d, t)))
+    scenario = Scenario(clients=20, rate=10, mean_session=3, duration=40, failures=[Failure(address=GW[0], at=10.0)])
+    result = simulate(d, scenario, progress=lambda done, total: seen.append((done, total)))
     (outcome,) = result.failures
     assert outcome.handling == {f"-t {VIP}:80": "drain after 3 failed checks, every 2 s (timeout 1 s)"}
     kinds = [e.kind for e in result.events if e.address == GW[0]]
