@@ -74,6 +74,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, SequenceNode
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
 from lbcore._fields import shown
 from lbcore.deployment import BackendChoice, Deployment, Service
@@ -510,7 +511,8 @@ def _structure_kind(value: Any, tp: Any) -> Any:
     if not isinstance(kind, str) or kind not in kinds:
         close = difflib.get_close_matches(str(kind), list(kinds), n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"one of: {', '.join(kinds)}"
-        return reading.problem(f"{_shown_input(kind)} is not a kind of {'check' if tp is Check else 'rule'} ({hint})", at,
+        what = "check" if tp is Check else "rule"
+        return reading.problem(f"{_shown_input(kind)} is not a kind of {what} ({hint})", at,
                                *(["kind"] if fields is value else []))
     return _structure_object(fields, kinds[kind], extra=frozenset({"kind"}))
 
@@ -723,6 +725,10 @@ def _block_style(value: Any) -> Any:
         if not any(isinstance(v, (dict, list)) for v in value):
             seq.fa.set_flow_style()
         return seq
+    if isinstance(value, str) and not value.isprintable():
+        # ruamel.yaml writes a NEL or a line separator bare in a plain or single-quoted scalar,
+        # where a reader folds it; double quotes escape it (\N, \L).
+        return DoubleQuotedScalarString(value)
     return value
 
 
