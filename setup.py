@@ -18,7 +18,7 @@ setup(
         "ipvs": ["pyroute2>=0.7"],
         "iptables": ["python-iptables>=1.0", "pyroute2>=0.7"],
         "all": ["pyroute2>=0.7", "python-iptables>=1.0", "matplotlib>=3.5"],
-        "testing": ["pytest>=7", "hypothesis>=6", "simpy>=4", "mypy>=1.8"],
+        "testing": ["pytest>=7", "hypothesis>=6", "simpy>=4", "mypy>=1.8", "jsonschema>=4"],
         "plot": ["matplotlib>=3.5"],
     },
     entry_points={

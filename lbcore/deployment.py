@@ -15,7 +15,7 @@ all produce a :class:`Deployment`, so a script and a file mean the same thing::
     [True]
 
 A service is a :class:`~lbcore.model.VirtualService`, or a
-:class:`~lbcore.health.CheckedService` when its real servers are health-checked. Parts that no
+:class:`~lbcore.health.monitor.CheckedService` when its real servers are health-checked. Parts that no
 backend carries yet (floating IPs, other hosts' rules, an HA pair, the daemon's settings) are
 part of the value, so a file that names them reads the same everywhere; :meth:`Deployment.table`
 refuses them with :class:`~lbcore.errors.Unsupported` instead of leaving them out.

@@ -83,13 +83,10 @@ class ParseError(InvalidField):
 class ConfigProblem(NamedTuple):
     """One problem of a deployment file, where it is and what it is.
 
-    Attributes:
-        file: the file's name, as the loader was given it.
-        line: the line, from 1.
-        column: the column, from 1.
-        path: the field's path in the document, e.g. ``services[0].real_servers[2].weight``
-            ("" for the document as a whole).
-        message: what is wrong, e.g. ``70000 is not a weight (0..2147483647)``.
+    ``file`` is the file's name as the loader was given it; ``line`` and ``column`` count from 1;
+    ``path`` is the field's path in the document, e.g. ``services[0].real_servers[2].weight`` (""
+    for the document as a whole); ``message`` says what is wrong, e.g. ``70000 is not a weight
+    (0..2147483647)``.
 
     .. versionadded:: 0.4
     """

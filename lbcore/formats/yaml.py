@@ -45,7 +45,7 @@ as one :class:`~lbcore.errors.ConfigError`, each with its line, column and field
 
 ``str(error)`` gives the same, one ``file:line:column: path: message`` a line.
 
-The model is structured with a :mod:`cattrs` converter whose hooks validate each field with the
+The model is structured with a ``cattrs`` converter whose hooks validate each field with the
 model's own converter and validator before the object is made, so several bad fields of one
 object are all reported; the positions come from ruamel.yaml's round-trip loader.
 
@@ -62,6 +62,7 @@ import functools
 import inspect
 import io
 import ipaddress
+import re
 import types
 import typing
 import warnings
@@ -84,9 +85,10 @@ from lbcore.health.monitor import CheckedService
 from lbcore.model import RealServer, VirtualService
 from lbcore.rules import AutoNat, FirewallMark, LoopbackVIP, PolicyRoute, Redirect, Rule
 
-__all__ = ["KINDS", "WORDS", "dump", "json_schema", "load"]
+__all__ = ["CHECK_KINDS", "KINDS", "RULE_KINDS", "WORDS", "FieldDoc", "ObjectDoc", "dump", "json_schema", "load",
+           "reference"]
 
-#: The ``kind:`` of each rule, as its one-line text form (:meth:`lbcore.FirewallMark.text`) starts.
+#: The ``kind`` of each rule, as its one-line text form (:meth:`lbcore.FirewallMark.text`) starts.
 RULE_KINDS: dict[str, type[Any]] = {
     "mark": FirewallMark, "auto-nat": AutoNat, "redirect": Redirect, "policy-route": PolicyRoute,
     "loopback-vip": LoopbackVIP,
@@ -103,23 +105,22 @@ def _check_kinds() -> dict[str, type[Check]]:
     return kinds
 
 
-#: The ``kind:`` of each health check: its class's name without "Check", in lower case (``tcp``,
+#: The ``kind`` of each health check, its class's name without "Check" in lower case (``tcp``,
 #: ``http``, ``ping``, ...).
 CHECK_KINDS: dict[str, type[Check]] = _check_kinds()
 
-#: Both tagged unions of the file: what ``kind:`` names, by the type a field holds.
+#: Both tagged unions of the file (what ``kind`` names), by the type a field holds.
 KINDS: dict[Any, dict[str, type[Any]]] = {Rule: RULE_KINDS, Check: CHECK_KINDS}
 
-#: Other words the file takes for a value, by (class, field): ipvsadm's long options for the
-#: forwarding method (``gatewaying``, ``masquerading``, ``ipip``) and keepalived's ``lb_kind``
-#: (``DR``, ``NAT``, ``TUN``, in any case). :func:`dump` writes the model's own word.
+#: Other words the file takes for a value, by class and field. These are ipvsadm's long options
+#: for the forwarding method (``gatewaying``, ``masquerading``, ``ipip``) and keepalived's
+#: ``lb_kind`` (``DR``, ``NAT``, ``TUN``); :func:`dump` writes the model's own word.
 WORDS: dict[tuple[type[Any], str], dict[str, str]] = {
-    (RealServer, "forward"): {"gatewaying": "dr", "masquerading": "nat", "ipip": "tunnel", "tun": "tunnel",
-                              "DR": "dr", "NAT": "nat", "TUN": "tunnel", "Dr": "dr", "Nat": "nat",
-                              "Tun": "tunnel", "TUNNEL": "tunnel", "Tunnel": "tunnel"},
+    (RealServer, "forward"): {"gatewaying": "dr", "masquerading": "nat", "ipip": "tunnel",
+                              "DR": "dr", "NAT": "nat", "TUN": "tunnel"},
 }
 
-#: At most this many values are read from one file: aliases can make a short file expand without end.
+#: At most this many values are read from one file (aliases can make a short file expand without end).
 MAX_VALUES = 200_000
 #: Lists and mappings nest at most this deep.
 MAX_DEPTH = 64
@@ -823,7 +824,10 @@ def json_schema() -> dict[str, Any]:
             defs["Health"] = _object_schema(cls, skip={"service"})
         elif cls is VirtualService:
             service = _object_schema(cls)
-            service["properties"]["health"] = {"$ref": "#/$defs/Health"}
+            service["properties"]["health"] = {
+                "description": "the health check of the real servers, and what a failure does (keepalived's "
+                               "real_server checks; a CheckedService's fields): makes the service a checked one",
+                "$ref": "#/$defs/Health"}
             defs[cls.__name__] = service
         elif cls is Check:
             continue
@@ -863,7 +867,7 @@ def _type_schema(tp: Any, field: attrs.Attribute[Any] | None = None, owner: type
     inner, optional = _without_none(tp)
     schema = _inner_schema(inner, field, owner)
     if optional:
-        return {"anyOf": [schema, {"type": "null"}]}
+        return {"anyOf": [*schema.get("anyOf", [schema]), {"type": "null"}]}
     return schema
 
 
@@ -903,11 +907,12 @@ def _inner_schema(tp: Any, field: attrs.Attribute[Any] | None, owner: type[Any] 
         return {"type": "string", **_choices(field)}
     if tp is bytes:
         return {"type": "string", "description": "bytes, as latin-1 text"}
+    if isinstance(tp, type) and issubclass(tp, (ipaddress.IPv4Interface, ipaddress.IPv6Interface)):
+        return {"type": "string", "description": "an address with its prefix length"}
+    if isinstance(tp, type) and issubclass(tp, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+        return {"type": "string", "description": "a network (address/prefix length)"}
     if isinstance(tp, type) and issubclass(tp, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
         return {"type": "string", "format": "ipv4" if tp is ipaddress.IPv4Address else "ipv6"}
-    if isinstance(tp, type) and issubclass(tp, (ipaddress.IPv4Network, ipaddress.IPv6Network,
-                                                ipaddress.IPv4Interface, ipaddress.IPv6Interface)):
-        return {"type": "string"}
     return {}
 
 
@@ -981,14 +986,154 @@ def _docs(cls: type[Any]) -> dict[str, str]:
     return found
 
 
+_ROLE = re.compile(r":[a-z:]+:`~?(?:[^`<]*<)?([^`>]+)>?`")
+
+
+def _plain_text(doc: str) -> str:
+    """Docstring text without its markup: a role gives its target's last name, ````x```` gives x."""
+    doc = _ROLE.sub(lambda m: m.group(1).rsplit(".", 1)[-1], doc)
+    return doc.replace("``", "")
+
+
 def _field_doc(cls: type[Any], name: str) -> str:
-    return _docs(cls).get(name, "")
+    return _plain_text(_docs(cls).get(name, ""))
 
 
-def field_docs(cls: type[Any]) -> dict[str, str]:
-    """The description of each field of ``cls``, from its docstring's ``Args:`` (for the docs' tables).
+@attrs.frozen
+class FieldDoc:
+    """One field of the file, as the reference tables show it.
+
+    Attributes:
+        name: the key.
+        type: what it takes, in words (``integer 1..65535``, ``one of: dr, nat, tunnel``).
+        default: its default as the file writes it, or ``required``.
+        description: what it means, from the model's docstring.
+
+    .. versionadded:: 0.4
+    """
+
+    name: str
+    type: str
+    default: str
+    description: str
+
+
+@attrs.frozen
+class ObjectDoc:
+    """One kind of object of the file: where it appears, the model's class, and its fields.
+
+    .. versionadded:: 0.4
+    """
+
+    where: str
+    cls: type[Any]
+    fields: tuple[FieldDoc, ...]
+
+
+def reference() -> list[ObjectDoc]:
+    """Every object of the file with its fields, generated from the model (for the docs' tables).
 
     Raises:
         Nothing.
     """
-    return {f.name: _field_doc(cls, f.name) for f in _fields(cls)}
+    schema = json_schema()
+    defs = {**schema["$defs"], "Deployment": schema}
+    out: list[ObjectDoc] = []
+    seen: set[type[Any]] = set()
+
+    def visit(where: str, cls: type[Any]) -> None:
+        """The object, then the objects of its fields, depth first: a service's parts follow it."""
+        if cls in seen:
+            return
+        seen.add(cls)
+        definition = defs["Health" if cls is CheckedService else cls.__name__]
+        if "anyOf" in definition:  # a backend: its name, or this object
+            definition = next(d for d in definition["anyOf"] if d.get("type") == "object")
+        rows = []
+        children: list[tuple[str, type[Any]]] = []
+        for key, field_schema in definition["properties"].items():
+            field = next((f for f in _fields(cls) if f.name == key), None)
+            rows.append(FieldDoc(key, _words({k: v for k, v in field_schema.items() if k != "description"}),
+                                 _default_text(field) if key != "health" else "none: not checked",
+                                 field_schema.get("description", "")))
+            if field is None:
+                continue
+            prefix = "" if cls is Deployment else f"{where}."
+            container = typing.get_origin(_without_none(field.type)[0])
+            suffix = "[]" if container is tuple else ".<endpoint>" if container in (Mapping, dict) else ""
+            for child in _children(field.type):
+                if child in KINDS:
+                    children += [(f"{prefix}{key}{suffix} (kind: {kind})", c) for kind, c in KINDS[child].items()]
+                elif child == Service:
+                    children += [(f"{prefix}{key}[]", VirtualService), (f"{prefix}{key}[].health", CheckedService)]
+                else:
+                    children.append((f"{prefix}{key}{suffix}", child))
+        out.append(ObjectDoc(where, cls, tuple(rows)))
+        for child_where, child in children:
+            visit(child_where, child)
+
+    visit("the document", Deployment)
+    return out
+
+
+def _children(tp: Any) -> list[Any]:
+    return [t for t in _leaf_types(tp) if t == Service or t in KINDS or (isinstance(t, type) and attrs.has(t))]
+
+
+def _default_text(field: attrs.Attribute[Any] | None) -> str:
+    if field is None:
+        return ""
+    default: Any = field.default
+    if default is attrs.NOTHING:
+        return "required"
+    if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+        default = default.factory() if not default.takes_self else None
+    value = CONVERTER.unstructure(default)
+    if value is None:
+        return "null"
+    out = io.StringIO()
+    yaml = YAML(typ="rt")
+    yaml.default_flow_style = True
+    yaml.width = 4096
+    yaml.dump(_block_style(value) if isinstance(value, (list, dict)) else value, out)
+    return out.getvalue().strip().removesuffix("...").strip()
+
+
+def _words(schema: Mapping[str, Any]) -> str:
+    """A schema fragment in words: ``integer 1..65535``, ``list of RealServer``, ``one of: a, b``."""
+    if "$ref" in schema:
+        return str(schema["$ref"]).rsplit("/", 1)[-1]
+    if "anyOf" in schema:
+        options = schema["anyOf"]
+        if len(options) >= 2 and options[0].get("type") == "array" and options[0]["items"] == options[1]:
+            rest = [_words(o) for o in options[2:]]
+            return " or ".join([f"list of {_words(options[1])} (or one alone)", *rest])
+        if "enum" in options[0] and all("$ref" in o for o in options[1:]):
+            return f"a kind alone ({', '.join(options[0]['enum'])}) or a mapping with kind:"
+        return " or ".join(dict.fromkeys(_words(o) for o in options))
+    if "const" in schema:
+        return repr(schema["const"])
+    if "enum" in schema:
+        return "one of: " + ", ".join(str(v) for v in schema["enum"])
+    kind = schema.get("type")
+    if kind == "array":
+        return f"list of {_words(schema['items'])}"
+    if kind == "object":
+        inner = schema.get("additionalProperties")
+        return f"mapping to {_words(inner)}" if inner else "mapping"
+    if kind in ("integer", "number"):
+        low = schema.get("minimum", schema.get("exclusiveMinimum"))
+        high = schema.get("maximum")
+        if low is not None and high is not None:
+            return f"{kind} {low}..{high}"
+        if "exclusiveMinimum" in schema:
+            return f"{kind} > {low}"
+        return f"{kind} >= {low}" if low is not None else str(kind)
+    if kind == "string":
+        named = {"ipv4": "IPv4 address", "ipv6": "IPv6 address"}.get(str(schema.get("format", "")))
+        return named or str(schema.get("description", "text"))
+    if kind == "boolean":
+        return "true or false"
+    if kind == "null":
+        return "null"
+    return "anything"
