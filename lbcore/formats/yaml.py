@@ -55,6 +55,7 @@ object are all reported; the positions come from ruamel.yaml's round-trip loader
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime
 import difflib
 import enum
@@ -177,11 +178,13 @@ class _Reading:
         return self.budget > 0
 
 
-_READING: list[_Reading] = []  # the reading in progress (load() is not re-entered by its hooks)
+# The reading in progress. cattrs' hooks take (value, type) only, so they find it here; a context
+# variable keeps loads in two threads (or tasks) apart.
+_READING: contextvars.ContextVar[_Reading] = contextvars.ContextVar("lbcore_yaml_reading")
 
 
 def _reading() -> _Reading:
-    return _READING[-1]
+    return _READING.get()
 
 
 def _own_position(value: object, fallback: tuple[int, int]) -> tuple[int, int]:
@@ -307,10 +310,6 @@ def _is_model(tp: Any) -> bool:
     return origin in (Mapping, dict) and len(args) == 2 and _is_model(args[1])
 
 
-def _describe(cls: type[Any]) -> str:
-    return cls.__name__
-
-
 # -- structuring: the file into the model ------------------------------------------------------------
 
 
@@ -325,7 +324,7 @@ def _structure_object(value: Any, cls: type[Any], fixed: Mapping[str, Any] | Non
     if not reading.spend():
         return _BAD
     if not isinstance(value, Mapping):
-        return reading.problem(f"{_shown_input(value)} is not a mapping (the fields of {_describe(cls)})")
+        return reading.problem(f"{_shown_input(value)} is not a mapping (the fields of {cls.__name__})")
     if id(value) in reading.active:
         return reading.problem("refers to itself (an alias inside its own anchor)")
     fixed = fixed or {}
@@ -345,13 +344,13 @@ def _structure_object(value: Any, cls: type[Any], fixed: Mapping[str, Any] | Non
                 continue
             close = difflib.get_close_matches(key, list(fields), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else f" ({', '.join(fields)})"
-            reading.problem(f"is not a field of {_describe(cls)}{hint}", at, key)
+            reading.problem(f"is not a field of {cls.__name__}{hint}", at, key)
         dummy = object.__new__(cls)
         for name, field in fields.items():
             if name not in value:
                 if field.default is attrs.NOTHING:
                     bad = True
-                    reading.problem(f"is required ({_describe(cls)} needs "
+                    reading.problem(f"is required ({cls.__name__} needs "
                                     f"{', '.join(n for n, f in fields.items() if f.default is attrs.NOTHING)})",
                                     here, name)
                 continue
@@ -368,25 +367,43 @@ def _structure_object(value: Any, cls: type[Any], fixed: Mapping[str, Any] | Non
     try:
         return cls(**kwargs)
     except InvalidField as exc:
-        return _refusal(exc, value, cls, here)
+        return _refusal(exc, value, cls, here, kwargs)
     except Exception as exc:
-        return reading.problem(f"is not a valid {_describe(cls)} ({type(exc).__name__}: {exc})", here)
+        return reading.problem(f"is not a valid {cls.__name__} ({type(exc).__name__}: {exc})", here)
 
 
-def _refusal(exc: InvalidField, value: Mapping[Any, Any], cls: type[Any], here: tuple[int, int]) -> Any:
-    """Record a refusal of the object as a whole (a check across fields), at the field it names."""
+def _refusal(exc: InvalidField, value: Mapping[Any, Any], cls: type[Any], here: tuple[int, int],
+             kwargs: Mapping[str, Any]) -> Any:
+    """Record a refusal of the object as a whole (a check across fields), at the field it names.
+
+    A check of a part (a real server that does not fit its service, a fallback server) names the
+    part's class and field: the problem goes to the first part of that class whose field holds the
+    refused value.
+    """
     reading = _reading()
     names = {f.name for f in _fields(cls)}
     if exc.owner == cls.__name__ and exc.field in names:
         at = _value_position(value, exc.field, here) if exc.field in value else here
         return reading.problem(_message(exc), at, exc.field)
+    for name, built in kwargs.items():
+        raw = value.get(name) if name in names else None
+        parts = list(enumerate(built)) if isinstance(built, tuple) else [(None, built)]
+        for index, part in parts:
+            if type(part).__name__ != exc.owner or getattr(part, exc.field, object()) != exc.value:
+                continue
+            raw_part = raw[index] if index is not None and isinstance(raw, list) and index < len(raw) else raw
+            at = _value_position(value, name, here)
+            if index is not None:
+                at = _item_position(raw, index, at)
+            at = _value_position(raw_part, exc.field, at)
+            segments = [name, index, exc.field] if index is not None else [name, exc.field]
+            return reading.problem(_message(exc), at, *segments)
     return reading.problem(f"{exc.owner}.{exc.field}: {_message(exc)}", here)
 
 
 def _message(exc: InvalidField) -> str:
-    if isinstance(exc.args[0], str) and exc.value is None and exc.args[0].endswith(exc.reason) \
-            and repr(None) not in exc.args[0]:
-        return exc.reason  # InvalidArguments for a missing value: no value to show
+    if exc.value is None:
+        return exc.reason  # a missing value ("must be set unless fwmark is"): nothing to show
     return f"{shown(exc.value)} {exc.reason}"
 
 
@@ -752,11 +769,11 @@ def load(text: str | bytes, filename: str = "<string>") -> Deployment:
         ConfigError: the file has problems; all of them, each with its line, column and field path.
     """
     reading = _Reading(filename)
-    _READING.append(reading)
+    token = _READING.set(reading)
     try:
         return _load(text, reading)
     finally:
-        _READING.pop()
+        _READING.reset(token)
 
 
 def _load(text: object, reading: _Reading) -> Deployment:
