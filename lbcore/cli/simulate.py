@@ -10,6 +10,7 @@ on a terminal, and the load over time as a PNG with ``--plot`` (matplotlib: ``pi
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -275,7 +276,8 @@ def simulate(file: str, clients: int, network: str, rate: float, session: str, d
     except LBError as exc:
         raise SimulateError(f"{type(exc).__name__}: {exc}") from None
     if plot_file is not None:
-        plot(result, plot_file, f"lbcore simulate {file}: open sessions per real server (seed {seed})")
+        name = "<stdin>" if file == "-" else os.path.basename(file)
+        plot(result, plot_file, f"lbcore simulate {name}: open sessions per real server (seed {seed})")
     mode = output or ("table" if sys.stdout.isatty() else "text")
     if mode == "json":
         click.echo(json.dumps(result.to_json(), indent=2))
