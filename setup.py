@@ -20,11 +20,13 @@ setup(
         "ipvs": ["pyroute2>=0.7"],
         "iptables": ["python-iptables>=1.0", "pyroute2>=0.7"],
         "cli": ["click>=8.1", "rich>=12"],
-        "all": ["pyroute2>=0.7", "python-iptables>=1.0", "rich>=12"],
+        "all": ["pyroute2>=0.7", "python-iptables>=1.0", "rich>=12", "matplotlib>=3.5"],
+        "plot": ["matplotlib>=3.5"],
         "testing": ["pytest>=7", "hypothesis>=6", "simpy>=4", "mypy>=1.8", "jsonschema>=4"],
     },
     entry_points={
         "console_scripts": ["lbcore = lbcore.cli:main"],
+        "pytest11": ["lbcore = lbcore.testing.pytest_plugin"],
         "lbcore.backends": [
             "sim = lbcore.sim:SimBackend",
             "ipvs = lbcore_ipvs:IPVSBackend",

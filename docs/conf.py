@@ -54,6 +54,7 @@ nitpicky = True
 # public signature). lbcore's own public names must all resolve; the few exceptions follow.
 nitpick_ignore_regex = [
     ("py:class", r"(ipaddress|collections|collections\.abc|enum|asyncio\.\w+)\.\w+"),
+    ("py:class", r"(pathlib\.)?Path"),  # pathlib's, in the pytest plugin's signatures
     # Private helpers of lbcore.health.probers, named in signatures only.
     ("py:class", r"lbcore\.health\.probers\._\w+"),
     # The simulator's private data-plane module (lbcore/sim/_dataplane.py), named in the DNAT data

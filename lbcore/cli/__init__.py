@@ -1,7 +1,7 @@
 """The ``lbcore`` command: a thin shell over the public API and :mod:`lbcore.formats`.
 
 Subcommands live one group to a module: ``deploy`` (validate, plan, diff, apply), ``show``
-(status, conns), ``health`` (check), ``convert`` (export, import), ``replay``. Exit codes are the
+(status, conns), ``health`` (check), ``simulate``, ``convert`` (export, import), ``replay``. Exit codes are the
 same in every command (docs/cli.md): 0 ok, 1 a difference or a failed check where that is the
 answer, 2 bad input or a refused change, 70 an internal error (a bug: no traceback unless
 ``LBCORE_DEBUG=1``), 130 interrupted.
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import click
 
 from lbcore import __version__
-from lbcore.cli import convert, deploy, health, replay, show
+from lbcore.cli import convert, deploy, health, replay, show, simulate
 from lbcore.cli._common import INTERNAL, report_error
 
 
@@ -38,10 +38,8 @@ def cli() -> None:
 
 
 for _command in (deploy.validate, deploy.plan, deploy.diff, deploy.apply, show.status, show.conns,
-                 health.check, convert.export, convert.import_, replay.replay):
+                 health.check, simulate.simulate, convert.export, convert.import_, replay.replay):
     cli.add_command(_command)
-# lbcore simulate (lbcore/cli/simulate.py) is registered here:
-# cli.add_command(simulate.simulate)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

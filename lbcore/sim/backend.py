@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Collection, Sequence
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import attrs
 
@@ -25,7 +25,12 @@ from lbcore.sim.dnat import DNATDataPlane
 from lbcore.sim.profile import LINUX_6_1, KernelProfile
 from lbcore.sim.replay import SimReplayer
 from lbcore.sim.snapshot import snapshot
+from lbcore.sim.whatif import Engine
 from lbcore.table import Table
+from lbcore.whatif import Progress, Result, Scenario
+
+if TYPE_CHECKING:
+    from lbcore.deployment import Deployment
 
 EPHEMERAL_PORTS = (32768, 60999)  # net.ipv4.ip_local_port_range
 
@@ -57,6 +62,15 @@ class Connection:
     def endpoint(self) -> str:
         """``rip:rport`` as the trace format and ipvsadm print it."""
         return format_endpoint(self.real_server, self.real_port)
+
+    @property
+    def template(self) -> object | None:
+        """The persistence template that gave this connection its real server (the IPVS data plane's
+        entry: the same object for every connection it controls), or None.
+
+        .. versionadded:: 0.4
+        """
+        return None if self._conn is None else self._conn.control
 
 
 class SimBackend(ConnectionCounts, ExplainsRefusals, Listings):
@@ -268,6 +282,26 @@ class SimBackend(ConnectionCounts, ExplainsRefusals, Listings):
         .. versionadded:: 0.3
         """
         return SimReplayer(self)
+
+    def what_if(self, deployment: Deployment, scenario: Scenario, progress: Progress | None = None) -> Result:
+        """Play a what-if ``scenario`` against ``deployment`` (:class:`lbcore.whatif.WhatIf`).
+
+        Each run is on a new simulator of this one's kernel release, seeded with the scenario's
+        seed, on a clock of its own; this simulator is left as it is.
+
+        Raises:
+            InvalidField: the scenario does not fit the deployment.
+            LBError: the deployment does not apply to the simulator (e.g. a scheduler this kernel
+                release lacks: :class:`~lbcore.errors.Unsupported`).
+
+        .. versionadded:: 0.4
+        """
+        kernel, dataplane = self.kernel, self.dataplane
+
+        def make(clock: VirtualClock) -> SimBackend:
+            return SimBackend(clock=clock, seed=scenario.seed, kernel=kernel, dataplane=dataplane)
+
+        return Engine(make, deployment, scenario, progress).result()
 
     # -- ipvsadm's listings (lbcore.backend.Listings) -----------------------------------------------
 

@@ -11,7 +11,8 @@ import heapq
 import ipaddress
 import random
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -19,7 +20,9 @@ from lbcore._fields import as_address, number, value_object
 from lbcore.enums import Protocol
 from lbcore.errors import InvalidField
 from lbcore.model import IPAddress
-from lbcore.sim.backend import Connection, SimBackend
+
+if TYPE_CHECKING:  # the backend's what-if engine builds on workloads: no import back at run time
+    from lbcore.sim.backend import Connection, SimBackend
 
 
 def clients_in(network: str, count: int) -> list[IPAddress]:
@@ -42,6 +45,11 @@ def clients_in(network: str, count: int) -> list[IPAddress]:
     return hosts
 
 
+def _as_clients(clients: Iterable[IPAddress]) -> tuple[IPAddress, ...]:
+    # A typed converter: attrs' plugin cannot solve the builtin tuple's type variable for mypy.
+    return tuple(clients)
+
+
 @value_object
 @attrs.frozen
 class Workload:
@@ -61,7 +69,7 @@ class Workload:
 
     vip: IPAddress = attrs.field(converter=as_address)
     vport: int
-    clients: Sequence[IPAddress] = attrs.field(converter=tuple)
+    clients: Sequence[IPAddress] = attrs.field(converter=_as_clients)
     rate: float = attrs.field(default=100.0, validator=number(0.0, unit="sessions per second"))
     mean_session: float = attrs.field(default=30.0, validator=number(0.0))
     duration: float = attrs.field(default=60.0, validator=number(0.0))

@@ -9,7 +9,7 @@ from conftest import ROOT, Run
 
 from lbcore import __version__
 
-COMMANDS = ["apply", "check", "conns", "diff", "export", "import", "plan", "replay", "status", "validate"]
+COMMANDS = ["apply", "check", "conns", "diff", "export", "import", "plan", "replay", "simulate", "status", "validate"]
 
 
 def test_help_lists_every_command(lbcore: Run) -> None:
