@@ -302,8 +302,8 @@ def report_error(exc: BaseException) -> int:
         click.echo(f"lbcore: {type(exc).__name__}: {exc}", err=True)
         return REFUSED
     if isinstance(exc, OSError):
-        where = f": {exc.filename}" if exc.filename else ""
-        click.echo(f"lbcore: {exc.strerror or exc}{where}", err=True)
+        where = f"{exc.filename}: " if exc.filename else ""  # as cat(1) says it: the file, then why
+        click.echo(f"lbcore: {where}{exc.strerror or exc}", err=True)
         return REFUSED
     click.echo(f"lbcore: internal error: {type(exc).__name__}: {exc}\n"
                "lbcore: this is a bug in lbcore; run again with LBCORE_DEBUG=1 for the traceback, "

@@ -67,7 +67,7 @@ def test_a_missing_file_is_one_line_on_stderr_and_exit_2(lbcore: Run, tmp_path: 
     done = lbcore("validate", str(tmp_path / "nothere.yaml"))
     assert done.returncode == 2
     assert done.stdout == ""
-    assert done.stderr == f"lbcore: No such file or directory: {tmp_path / 'nothere.yaml'}\n"
+    assert done.stderr == f"lbcore: {tmp_path / 'nothere.yaml'}: No such file or directory\n"
 
 
 def test_keepalived_and_ldirectord_files_are_refused_by_name(lbcore: Run, tmp_path: Path) -> None:
