@@ -19,7 +19,8 @@ def test_the_cli_page_holds_the_generated_reference() -> None:
 def test_the_reference_is_what_each_command_prints_for_help(lbcore: Run) -> None:
     columns = "200"  # a terminal wider than the help's widest: the width is the command's own
     names = [name for name, _ in cli_reference.commands()]
-    assert names == ["apply", "check", "conns", "diff", "export", "import", "plan", "replay", "simulate", "status", "validate"]
+    assert names == ["apply", "check", "conns", "diff", "export", "import", "plan", "replay", "simulate", "status",
+                     "validate"]
     assert lbcore("--help", COLUMNS=columns).stdout == cli_reference.help_text() + "\n"
     for name in names:
         done = lbcore(name, "--help", COLUMNS=columns)
