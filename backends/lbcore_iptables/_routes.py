@@ -156,8 +156,17 @@ def _policy_route(ipr: Any, kernel: _Kernel, mark: int, new: PolicyRoute | None,
             raise NotOwned(f"table {new.table} has a default route that is not lbcore's (protocol "
                            f"{held['proto']}, not {RTPROT_LBCORE}): lbcore leaves it alone, so it cannot "
                            f"hold {new.text()}")
+        if held is not None and not _same_route(held, new) and new.via is not None:
+            # A gateway is resolved in the route's own table first, where the route it replaces
+            # would still be found (a local default would send it out through lo): that route
+            # goes first. Cut short here, the rule reads without via, unlike the route wanted.
+            was = _as_policy_route(mark, new.table, held)
+            ipr.route("del", **_route_args(was, lo))
+            steps.append((f"delete the route of {was.text()}", partial(ipr.route, "add", **_route_args(was, lo))))
+            held = None
         if held is None or not _same_route(held, new):
-            # replace, not add: a route stamped by an apply cut short before its rule is taken over.
+            # replace, not add: a route stamped by an apply cut short before its rule is taken over;
+            # and a local route replaces a gateway's in one step (cut short, nothing reads as local).
             ipr.route("replace", **_route_args(new, lo))
             if held is None:
                 steps.append((f"add the route of {new.text()}", partial(ipr.route, "del", **_route_args(new, lo))))
