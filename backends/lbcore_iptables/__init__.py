@@ -5,8 +5,14 @@ redirects, policy routes) are what an IPVS deployment needs beside IPVS; virtual
 the DNAT balancer of :mod:`lbcore.dnat`, for hosts without IPVS.
 
 Ownership: everything lives in ``LBCORE-*`` chains, reached from built-in chains by jumps that
-carry the comment ``lbcore`` (see ``lbcore_iptables/_layout.py``); policy routes and loopback VIPs
-carry routing protocol 219 (:data:`lbcore.rules.RTPROT_LBCORE`). Nothing else is read or changed.
+carry the comment ``lbcore``; a chain is lbcore's by its first rule, the owner mark, not by its
+name (see ``lbcore_iptables/_layout.py``). Policy routes and loopback VIPs carry routing protocol
+219 (:data:`lbcore.rules.RTPROT_LBCORE`). Nothing else is read or changed; a foreign object where
+lbcore must write raises :class:`~lbcore.errors.NotOwned`.
+
+Crash safety: each object lives in one table or in rtnetlink, each read on its own, and the
+rtnetlink steps are ordered and idempotent (``_routes.py``), so whatever an apply killed at any
+point leaves reads back as a state the next plan completes (docs/design.md, "Crash safety").
 
 Atomicity: libiptc replaces a whole table in one call, so an apply is one commit per table it
 touches (nat, mangle), made under the xtables lock that ``iptables -w`` takes. When another
@@ -275,6 +281,8 @@ class IPTablesBackend:
         """Apply every op with one commit per table, or none.
 
         Raises:
+            NotOwned: a chain, route or address that is not lbcore's stands where the change must go;
+                nothing was changed.
             ServiceExists, ServiceNotFound, RealServerExists, RealServerNotFound, RuleExists,
                 RuleNotFound: the state moved since the caller read it; nothing was changed.
             BackendError: netfilter or routing refused a change; what was committed was undone.

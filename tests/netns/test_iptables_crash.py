@@ -27,6 +27,7 @@ import os
 import random
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -274,24 +275,27 @@ def _kill_everywhere(lab: Lab, children: Children, tmp_path: Path) -> None:
             if code != -signal.SIGKILL:
                 failures.append(f"{what}: the process was not killed: it exited with {code}")
             check(target, what, window=step == "IPT_SO_SET_ADD_COUNTERS")
+    at_points = len(failures)
     # Random instants: from "go" to a little past the apply's usual end (start-up is done by then).
     seed = int(os.environ.get("LBCORE_CRASH_SEED", random.randrange(2**32)))
     rng = random.Random(seed)
-    span = 1.2 * max(durations)
     random_kills = 0
     for i in range(RANDOM_KILLS):
         source, target = ("A", "B") if i % 2 == 0 else ("B", "A")
         _reset(lab, source)
         pid, out = children.fork("apply", target)
-        delay = rng.uniform(0, span)
+        # Up to a little past the apply's usual end: the median of the runs that ended before their kill.
+        delay = rng.uniform(0, 1.1 * statistics.median(durations))
         code = children.go(pid, kill_after=delay)
+        if out.exists():
+            durations.append(float(out.read_text()))
         random_kills += code == -signal.SIGKILL and not out.exists()
         # A random kill cannot tell whether it fell between a commit's two setsockopt calls.
         check(target, f"{source}->{target} killed {delay * 1000:.1f} ms after go (seed {seed})", window=True)
     per_target = ", ".join(f"to {t}: {len(p)}" for t, p in points.items())
     print(f"\nkill points: {sum(map(len, points.values()))} ({per_target}), killed {kills}; random instants: "
-          f"{RANDOM_KILLS}, {random_kills} killed mid-apply (an apply takes {min(durations) * 1000:.0f}-"
-          f"{max(durations) * 1000:.0f} ms); operator's counters lost (the commit's window): {len(lost_counters)}; "
-          f"failures: {len(failures)}")
+          f"{RANDOM_KILLS}, {random_kills} killed mid-apply (an apply takes {statistics.median(durations) * 1000:.0f} "
+          f"ms); operator's counters lost (the commit's window): {len(lost_counters)}; failures: {at_points} at kill "
+          f"points, {len(failures) - at_points} at random instants")
     assert not failures, "\n".join(failures)
     assert kills == sum(map(len, points.values()))
