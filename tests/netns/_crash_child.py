@@ -76,8 +76,9 @@ def run(mode: str, name: str, out: str) -> None:
         second = lb.apply(desired)
         result = {"first": [str(op) for op in first], "second": [str(op) for op in second],
                   "read": backend.read() == desired}
-    with open(out, "w", encoding="utf-8") as f:
+    with open(out + ".part", "w", encoding="utf-8") as f:  # whole or absent, even if killed while writing
         json.dump(result, f)
+    os.replace(out + ".part", out)
 
 
 def serve() -> None:

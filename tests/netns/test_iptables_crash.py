@@ -287,7 +287,7 @@ def _kill_everywhere(lab: Lab, children: Children, tmp_path: Path) -> None:
         # Up to a little past the apply's usual end: the median of the runs that ended before their kill.
         delay = rng.uniform(0, 1.1 * statistics.median(durations))
         code = children.go(pid, kill_after=delay)
-        if out.exists():
+        if code == 0:  # it ended before its kill
             durations.append(float(out.read_text()))
         random_kills += code == -signal.SIGKILL and not out.exists()
         # A random kill cannot tell whether it fell between a commit's two setsockopt calls.
