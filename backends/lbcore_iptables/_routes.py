@@ -50,6 +50,10 @@ class _Kernel:
                                           if msg["dst_len"] == 0), None)
         return self._defaults[table]
 
+    def forget(self, table: int) -> None:
+        """Table ``table``'s routes changed: dump it again when next asked."""
+        self._defaults.pop(table, None)
+
     def route(self, table: int) -> Any:
         """lbcore's default route of ``table``, or None."""
         msg = self.default(table)
@@ -149,7 +153,9 @@ def _loopback_vip(ipr: Any, kernel: _Kernel, address: str, new: Rule | None, ste
 
 
 def _policy_route(ipr: Any, kernel: _Kernel, mark: int, new: PolicyRoute | None, steps: Steps) -> None:
+    """Make mark ``mark``'s policy route ``new`` (None: absent), keeping ``kernel`` up to date."""
     lo = kernel.lo
+    old_tables = kernel.tables(mark)
     if new is not None:
         held = kernel.default(new.table)
         if held is not None and held["proto"] != RTPROT_LBCORE:
@@ -162,33 +168,39 @@ def _policy_route(ipr: Any, kernel: _Kernel, mark: int, new: PolicyRoute | None,
             # goes first. Cut short here, the rule reads without via, unlike the route wanted.
             was = _as_policy_route(mark, new.table, held)
             ipr.route("del", **_route_args(was, lo))
+            kernel.forget(new.table)
             steps.append((f"delete the route of {was.text()}", partial(ipr.route, "add", **_route_args(was, lo))))
             held = None
         if held is None or not _same_route(held, new):
             # replace, not add: a route stamped by an apply cut short before its rule is taken over;
             # and a local route replaces a gateway's in one step (cut short, nothing reads as local).
             ipr.route("replace", **_route_args(new, lo))
+            kernel.forget(new.table)
             if held is None:
                 steps.append((f"add the route of {new.text()}", partial(ipr.route, "del", **_route_args(new, lo))))
             else:
                 was = _as_policy_route(mark, new.table, held)
                 steps.append((f"replace the route of {was.text()}",
                               partial(ipr.route, "replace", **_route_args(was, lo))))
-        if new.table not in kernel.tables(mark):  # the route first: a rule never points at nothing
+        if new.table not in old_tables:  # the route first: a rule never points at nothing
             ipr.rule("add", **_rule_args(mark, new.table))
+            kernel.rules.append((mark, new.table))
             steps.append((f"add the rule of {new.text()}",
                           partial(ipr.rule, "del", **_rule_args(mark, new.table))))
-    for table in kernel.tables(mark):
+    for table in old_tables:
         if new is not None and table == new.table:
             continue
         # The route first, then the rule: cut short here, the rule reads as a policy route that
         # differs from the one wanted, so the next plan finishes the job.
+        # Another mark's rule may point to the table now (tables swapped between marks): its route stays.
         route = kernel.route(table)
         if route is not None and all(t != table for m, t in kernel.rules if m != mark):
             was = _as_policy_route(mark, table, route)
             ipr.route("del", **_route_args(was, lo))
+            kernel.forget(table)
             steps.append((f"delete the route of {was.text()}", partial(ipr.route, "add", **_route_args(was, lo))))
         ipr.rule("del", **_rule_args(mark, table))
+        kernel.rules.remove((mark, table))
         steps.append((f"delete the rule of policy-route {mark} table={table}",
                       partial(ipr.rule, "add", **_rule_args(mark, table))))
 
@@ -218,13 +230,13 @@ def apply(ipr: Any, changes: Mapping[RuleKey, Rule | None]) -> None:
     kernel = _Kernel(ipr)
     steps: Steps = []
     try:
-        for key, new in changes.items():
+        for key, new in sorted(changes.items(), key=lambda change: change[0]):  # the same steps in every process
             if key[0] == "loopback-vip":
                 _loopback_vip(ipr, kernel, key[1], new, steps)
             else:
                 assert new is None or isinstance(new, PolicyRoute)
                 _policy_route(ipr, kernel, key[1], new, steps)
-        _sweep(ipr, _Kernel(ipr), steps)
+        _sweep(ipr, kernel, steps)
     except Exception as exc:
         while steps:
             try:

@@ -229,3 +229,19 @@ def test_iptables_legacy_restore_has_the_same_counter_window(lab: Lab) -> None:
     assert code in (-9, 137) and "--dport 9" not in saved and "[7:700] -A POSTROUTING -o lo -j ACCEPT" in saved
     code, saved = killed_at(2)  # on entry of IPT_SO_SET_ADD_COUNTERS: the new table, counters lost
     assert code in (-9, 137) and "--dport 9" in saved and "[0:0] -A POSTROUTING -o lo -j ACCEPT" in saved
+
+
+def test_tables_swapped_between_two_marks_end_as_asked(lab: Lab, backend: IPTablesBackend) -> None:
+    # What the backend gets when one apply swaps the tables of two marks: both changes at once
+    # (the plan's steps are checked one by one before; here only what rtnetlink must end with).
+    from lbcore_iptables import _routes
+
+    lb = Balancer(backend)
+    lb.apply(Table([], rules=[PolicyRoute(1, 100), PolicyRoute(2, 101, via="10.93.0.2")]))
+    swapped = [PolicyRoute(1, 101), PolicyRoute(2, 100, via="10.93.0.2")]
+    _routes.apply(backend._ipr(), {r.key: r for r in swapped})
+    assert backend.read() == Table([], rules=swapped)
+    assert lab.run("dir", "ip", "route", "show", "table", "100").split() == \
+        ["default", "via", "10.93.0.2", "dev", "lbown0", "proto", "219"]
+    assert lab.run("dir", "ip", "route", "show", "table", "101").split() == \
+        ["local", "default", "dev", "lo", "proto", "219", "scope", "host"]
