@@ -21,6 +21,8 @@ from lbcore.rules import RTPROT_LBCORE, LoopbackVIP, PolicyRoute, Rule, RuleKey
 #: ip rule priority of lbcore's rules: before main (32766), after local (0).
 PRIORITY = 1000
 RT_SCOPE_HOST = 254
+#: The highest table a PolicyRoute may name (253..255 are default, main, local).
+MAX_TABLE = 252
 RTN_LOCAL = 2
 
 
@@ -36,10 +38,15 @@ class _Kernel:
         #: address on lo -> whether it is lbcore's (IFA_PROTO 219)
         self.addresses = {str(msg.get_attr("IFA_ADDRESS")): msg.get_attr("IFA_PROTO") == RTPROT_LBCORE
                           for msg in ipr.get_addr(family=socket.AF_INET, index=self.lo)}
-        #: lbcore's rules as (mark, table), in the kernel's order: of two for one mark, the first is in effect
-        self.rules: list[tuple[int, int]] = [
-            (int(msg.get_attr("FRA_FWMARK") or 0), int(msg.get_attr("FRA_TABLE") or msg["table"]))
-            for msg in ipr.get_rules(family=socket.AF_INET) if msg.get_attr("FRA_PROTOCOL") == RTPROT_LBCORE]
+        #: lbcore's rules as (mark, table), in the kernel's order: of two for one mark, the first is in
+        #: effect. Only the rules lbcore writes (its priority, a mark, a table a PolicyRoute may name):
+        #: another program's rule stamped 219 that lbcore could not have made is not taken as its.
+        self.rules: list[tuple[int, int]] = []
+        for msg in ipr.get_rules(family=socket.AF_INET):
+            mark, table = int(msg.get_attr("FRA_FWMARK") or 0), int(msg.get_attr("FRA_TABLE") or msg["table"])
+            if msg.get_attr("FRA_PROTOCOL") == RTPROT_LBCORE and msg.get_attr("FRA_PRIORITY") == PRIORITY \
+                    and mark and 1 <= table <= MAX_TABLE:
+                self.rules.append((mark, table))
         self._ipr = ipr
         self._defaults: dict[int, Any] = {}
 

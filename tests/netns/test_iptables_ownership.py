@@ -245,3 +245,13 @@ def test_tables_swapped_between_two_marks_end_as_asked(lab: Lab, backend: IPTabl
         ["default", "via", "10.93.0.2", "dev", "lbown0", "proto", "219"]
     assert lab.run("dir", "ip", "route", "show", "table", "101").split() == \
         ["local", "default", "dev", "lo", "proto", "219", "scope", "host"]
+
+
+def test_a_rule_stamped_219_that_lbcore_cannot_have_made_is_not_read(lab: Lab, backend: IPTablesBackend) -> None:
+    lab.run("dir", "ip", "rule", "add", "fwmark", "9", "table", "main", "pref", "500", "protocol", "219")
+    lab.run("dir", "ip", "rule", "add", "fwmark", "8", "table", "254", "pref", "1000", "protocol", "219")
+    before = _kernel(lab)
+    assert backend.read().rules == {}  # an untyped or InvalidField error here would block every apply
+    Balancer(backend).apply(Table([], rules=[PolicyRoute(1, 100)]))
+    Balancer(backend).apply(Table([], rules=[]))
+    assert _kernel(lab) == before
