@@ -9,9 +9,9 @@
 3. Reading: ``read()`` of the whole table against ``iptables-legacy-save -t nat``, and
    ``read(keys={one})``, which must cost a small part of a full read.
 
-Each service is 10 netfilter rules: its jump in LBCORE-SVC-PORT, a header rule (its ipvsadm lines
-in comments) and 4 picks in its own chain, one DNAT rule in each real server's chain. 1,000
-services make 10,000 rules, plus lbcore's hooks.
+Each service is 15 netfilter rules: its jump in LBCORE-SVC-PORT, a header rule (its ipvsadm lines
+in comments) and 4 picks in its own chain, one DNAT rule in each real server's chain, and the owner
+mark that opens each of its 5 chains. 1,000 services make 15,000 rules, plus lbcore's hooks.
 
 The iptables commands run as child processes of the thread inside the namespace (they inherit it),
 so no ``ip netns exec`` is timed; each figure is the process's wall time, Python's spawn included.

@@ -5,8 +5,14 @@ redirects, policy routes) are what an IPVS deployment needs beside IPVS; virtual
 the DNAT balancer of :mod:`lbcore.dnat`, for hosts without IPVS.
 
 Ownership: everything lives in ``LBCORE-*`` chains, reached from built-in chains by jumps that
-carry the comment ``lbcore`` (see ``lbcore_iptables/_layout.py``); policy routes and loopback VIPs
-carry routing protocol 219 (:data:`lbcore.rules.RTPROT_LBCORE`). Nothing else is read or changed.
+carry the comment ``lbcore``; a chain is lbcore's by its first rule, the owner mark, not by its
+name (see ``lbcore_iptables/_layout.py``). Policy routes and loopback VIPs carry routing protocol
+219 (:data:`lbcore.rules.RTPROT_LBCORE`). Nothing else is read or changed; a foreign object where
+lbcore must write raises :class:`~lbcore.errors.NotOwned`.
+
+Crash safety: each object lives in one table or in rtnetlink, each read on its own, and the
+rtnetlink steps are ordered and idempotent (``_routes.py``), so whatever an apply killed at any
+point leaves reads back as a state the next plan completes (docs/design.md, "Crash safety").
 
 Atomicity: libiptc replaces a whole table in one call, so an apply is one commit per table it
 touches (nat, mangle), made under the xtables lock that ``iptables -w`` takes. When another
@@ -31,7 +37,7 @@ from typing import Any, ClassVar
 
 from lbcore import dnat
 from lbcore.backend import Capability, prepare
-from lbcore.errors import BackendError, BackendUnavailable, InvalidField, StateUnknown
+from lbcore.errors import BackendError, BackendUnavailable, InvalidField, LBError, ParseError, StateUnknown
 from lbcore.formats.ipvsadm import parse_save
 from lbcore.model import ServiceKey, VirtualService
 from lbcore.ops import AddRule, DeleteRule, Op, service_keys
@@ -200,7 +206,13 @@ class IPTablesBackend:
         return self._read(self._table("nat"), self._table("mangle"), keys)
 
     def _read(self, nat: Any, mangle: Any | None, keys: Collection[ServiceKey] | None) -> Table:
-        """The state in these table copies; without ``mangle``, services only (rules None)."""
+        """The state in these table copies; without ``mangle``, services only (rules None).
+
+        Only lbcore's own chains are read (their first rule is the owner mark); in them, an entry
+        whose descriptor does not parse, or a service chain whose descriptor names another chain,
+        is another program's, and is left out, as are chains with lbcore's names but not its mark.
+        """
+        from lbcore_iptables import _edit
         from lbcore_iptables import _layout as layout
 
         if keys is None:
@@ -211,37 +223,52 @@ class IPTablesBackend:
         parsed, self._parsed = self._parsed, ({} if keys is None else self._parsed)
         services = []
         for chain in chains:
+            if not _edit.owned(nat, chain):
+                continue
             text = self._header(nat, chain)
             svc = parsed.get(text)
             if svc is None:  # one service at a time: parse_save's cost grows faster than its lines
-                (svc,) = parse_save(text).services.values()
-            if keys is None:
-                self._parsed[text] = svc
-            elif svc.key not in keys:  # two keys, one name: refuse rather than overwrite the other
+                svc = _one_service(text)
+                if svc is None:
+                    continue
+            if layout.service_chain(svc.key) != chain:  # a descriptor copied into another chain
+                continue
+            if keys is not None and svc.key not in keys:  # two keys, one name: refuse rather than overwrite
                 raise BackendError("iptables", f"the chain {chain} of service {svc.key} has the name "
                                    f"of a service in {sorted(map(str, keys))}: lbcore cannot hold both")
+            if keys is None:
+                self._parsed[text] = svc
             services.append(svc)
         if mangle is None:
             return Table(services)
         rules: dict[RuleKey, Rule] = {}
         for table_name, chain in layout.RULE_CHAINS.values():
-            for text in self._descriptors(mangle if table_name == "mangle" else nat, chain):
+            table = mangle if table_name == "mangle" else nat
+            if not _edit.owned(table, chain):
+                continue
+            for text in self._descriptors(table, chain):
                 if text:
-                    rule = rule_from_text(text)
+                    try:
+                        rule = rule_from_text(text)
+                    except ParseError:  # an operator's comment in lbcore's chain: not lbcore's rule
+                        continue
                     rules[rule.key] = rule
         for route in self._policy_routes():
             rules[route.key] = route
         return Table(services, rules=rules)
 
     def _header(self, nat: Any, chain: str) -> str:
-        """The ipvsadm lines in the comments of a service chain's header rules."""
+        """The ipvsadm lines in the comments of a service chain's header rules (after its owner mark)."""
         from lbcore_iptables import _entries
         from lbcore_iptables import _layout as layout
 
         parts = []
-        entry = nat.first_rule(chain)
+        entry = nat.next_rule(nat.first_rule(chain))
         while entry:
-            text = _entries.comments_of(_entries.raw_entry(entry))
+            try:
+                text = _entries.comments_of(_entries.raw_entry(entry))
+            except ValueError:
+                break
             if not text:
                 break
             parts.append(text)
@@ -254,6 +281,8 @@ class IPTablesBackend:
         """Apply every op with one commit per table, or none.
 
         Raises:
+            NotOwned: a chain, route or address that is not lbcore's stands where the change must go;
+                nothing was changed.
             ServiceExists, ServiceNotFound, RealServerExists, RealServerNotFound, RuleExists,
                 RuleNotFound: the state moved since the caller read it; nothing was changed.
             BackendError: netfilter or routing refused a change; what was committed was undone.
@@ -389,6 +418,15 @@ class IPTablesBackend:
         changes = {k: r for k, r in rules.items() if k[0] not in _edit.TABLE_OF}
         if changes:
             _routes.apply(self._ipr(), changes)
+
+
+def _one_service(text: str) -> VirtualService | None:
+    """The one service a header describes, or None if it does not describe exactly one."""
+    try:
+        services = list(parse_save(text).services.values())
+    except LBError:
+        return None
+    return services[0] if len(services) == 1 else None
 
 
 def _swapped(changes: Mapping[Any, tuple[Any, Any]]) -> dict[Any, tuple[Any, Any]]:

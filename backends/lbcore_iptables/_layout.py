@@ -2,8 +2,12 @@
 
 Every rule lbcore writes sits in a chain named ``LBCORE-*``. Built-in chains reach them through
 one jump each, which carries the comment ``lbcore`` so that it is found and never confused with an
-operator's rule. Each object carries its *descriptor* in comment matches, so that reading the state
-decodes comments of lbcore's own chains only, never lists an operator's chain, nor parses a match:
+operator's rule. The name proves nothing: a chain is lbcore's only if its first rule is the *owner
+mark*, a rule with no target and the comment ``lbcore:owner`` (:data:`OWNER_MARK`), written in the
+same commit that creates the chain. A chain named ``LBCORE-*`` without it is another program's:
+never read, never changed (an apply that needs its name raises NotOwned). Each object carries its
+*descriptor* in comment matches, so that reading the state decodes comments of lbcore's own chains
+only, never lists an operator's chain, nor parses a match:
 
 - a service's chain opens with *header* rules (no target: they only count) whose comments hold its
   ipvsadm lines (``-A -t 192.0.2.1:80 -s rr``, then ``-a ... -r ... -m -w 1`` per real server, in
@@ -42,6 +46,8 @@ from lbcore.rules import AutoNat, FirewallMark, Redirect, Rule
 from lbcore_iptables import _entries as e
 
 OWNER_COMMENT = "lbcore"
+#: The comment of the first rule of every chain lbcore made: what makes an ``LBCORE-*`` chain its.
+OWNER_MARK = "lbcore:owner"
 COMMENT_MAX = 255
 MULTIPORT_MAX = 15
 
@@ -109,7 +115,13 @@ def comments(text: str) -> list[bytes]:
 
 
 def service_descriptor(svc: VirtualService) -> str:
-    return f"-A {svc.key.ipvsadm} -s {svc.scheduler}{service_suffix(svc)}"
+    suffix = service_suffix(svc)
+    netmask = svc.persistence.netmask if svc.persistence is not None else None
+    if netmask is not None and " -M " not in suffix:
+        # ipvsadm-save leaves a /32 (or /128) netmask out, as the kernel's default; the descriptor
+        # keeps what was asked for, so that it reads back equal and a re-apply changes nothing.
+        suffix += f" -M {netmask}"
+    return f"-A {svc.key.ipvsadm} -s {svc.scheduler}{suffix}"
 
 
 def real_server_descriptor(key: ServiceKey, rs: RealServer) -> str:
@@ -118,6 +130,11 @@ def real_server_descriptor(key: ServiceKey, rs: RealServer) -> str:
 
 def hook_entry(chain: str) -> bytes:
     return e.entry([e.comment(OWNER_COMMENT)], e.jump(chain))
+
+
+def owner_entry() -> bytes:
+    """The first rule of each of lbcore's chains: no target (it only counts), the owner mark."""
+    return e.entry([e.comment(OWNER_MARK)], e.fallthrough())
 
 
 # -- services --------------------------------------------------------------------------------------
