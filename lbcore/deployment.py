@@ -31,7 +31,17 @@ from typing import Any
 
 import attrs
 
-from lbcore._fields import as_address, int_in, refuse, unicast, value_object
+from lbcore._fields import (
+    as_address,
+    boolean,
+    instance_of,
+    int_in,
+    interface_name,
+    optional_instance_of,
+    refuse,
+    unicast,
+    value_object,
+)
 from lbcore.errors import InvalidField, Unsupported
 from lbcore.health.monitor import CheckedService
 from lbcore.model import IPAddress, Sysctls, Timeouts, VirtualService
@@ -46,13 +56,6 @@ Service = VirtualService | CheckedService
 def _name(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, str) or not value or not value.isascii() or not value.isprintable() or " " in value:
         refuse(inst, attribute, value, "is not a name (printable ASCII, no spaces)")
-
-
-def _interface(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    # What the kernel takes as a link name: 1..15 bytes, no NUL, '/' or whitespace.
-    if (not isinstance(value, str) or not 0 < len(value.encode("utf-8", "replace")) <= 15 or not value.isascii()
-            or any(c.isspace() or c in "/\0:" for c in value)):
-        refuse(inst, attribute, value, "is not an interface name (1..15 ASCII characters, no '/', ':' or spaces)")
 
 
 def _as_interface_address(value: object) -> object:
@@ -120,7 +123,7 @@ class FloatingIP:
 
     address: ipaddress.IPv4Interface | ipaddress.IPv6Interface = attrs.field(
         converter=_as_interface_address, validator=_interface_address)
-    interface: str = attrs.field(validator=_interface)
+    interface: str = attrs.field(validator=interface_name)
 
 
 @value_object
@@ -174,9 +177,9 @@ class HAPair:
     """
 
     nodes: tuple[Node, ...] = attrs.field(converter=_as_tuple, validator=[_is_tuple, _tuple_of(Node)])
-    interface: str = attrs.field(validator=_interface)
+    interface: str = attrs.field(validator=interface_name)
     virtual_router_id: int = attrs.field(default=51, validator=int_in(1, 255, "a VRRP router id"))
-    sync: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
+    sync: bool = attrs.field(default=True, validator=boolean)
 
     def __attrs_post_init__(self) -> None:
         fields = attrs.fields(HAPair)
@@ -200,7 +203,7 @@ class DaemonSettings:
     .. versionadded:: 0.4
     """
 
-    interval: float = attrs.field(default=10.0, validator=attrs.validators.instance_of((int, float)))
+    interval: float = attrs.field(default=10.0, validator=instance_of(int, float))
     metrics: str | None = None
     status: str | None = None
     control: str = "/run/lbcore.sock"
@@ -258,19 +261,19 @@ class Deployment:
                                                 validator=[_is_tuple, _services])
     rules: tuple[Rule, ...] = attrs.field(default=(), converter=_as_tuple, validator=[_is_tuple, _rules])
     timeouts: Timeouts | None = attrs.field(
-        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(Timeouts)))
+        default=None, validator=optional_instance_of(Timeouts))
     sysctls: Sysctls | None = attrs.field(
-        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(Sysctls)))
+        default=None, validator=optional_instance_of(Sysctls))
     backend: BackendChoice = attrs.field(factory=BackendChoice,
-                                         validator=attrs.validators.instance_of(BackendChoice))
+                                         validator=instance_of(BackendChoice))
     floating_ips: tuple[FloatingIP, ...] = attrs.field(default=(), converter=_as_tuple,
                                                        validator=[_is_tuple, _tuple_of(FloatingIP)])
     hosts: tuple[Host, ...] = attrs.field(default=(), converter=_as_tuple,
                                           validator=[_is_tuple, _tuple_of(Host)])
     ha: HAPair | None = attrs.field(default=None,
-                                    validator=attrs.validators.optional(attrs.validators.instance_of(HAPair)))
+                                    validator=optional_instance_of(HAPair))
     daemon: DaemonSettings | None = attrs.field(
-        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(DaemonSettings)))
+        default=None, validator=optional_instance_of(DaemonSettings))
 
     @classmethod
     def from_table(cls, table: Table, backend: BackendChoice | None = None) -> Deployment:

@@ -16,6 +16,7 @@ import attrs
 
 from lbcore._fields import (
     as_address,
+    boolean,
     count,
     int_in,
     member_of,
@@ -189,9 +190,9 @@ class HTTPCheck(Check):
     host: str | None = attrs.field(default=None, validator=_optional_text)
     status: frozenset[int] = attrs.field(default=frozenset({200}), converter=_as_statuses, validator=_statuses)
     body: str | None = attrs.field(default=None, validator=_regex)
-    https: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    https: bool = attrs.field(default=False, validator=boolean)
     sni: str | None = attrs.field(default=None, validator=_optional_text)
-    verify: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    verify: bool = attrs.field(default=False, validator=boolean)
 
     def __attrs_post_init__(self) -> None:
         fields = attrs.fields(HTTPCheck)

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import attrs
 
-from lbcore._fields import int_in, number, refuse, to_enum, value_object
+from lbcore._fields import instance_of, int_in, number, refuse, to_enum, value_object
 from lbcore.backend import ConnectionCounts
 from lbcore.balancer import Balancer
 from lbcore.clock import Clock
@@ -158,10 +158,10 @@ class CheckedService:
     .. versionadded:: 0.1
     """
 
-    service: VirtualService = attrs.field(validator=attrs.validators.instance_of(VirtualService))
-    check: Check = attrs.field(validator=attrs.validators.instance_of(Check))
+    service: VirtualService = attrs.field(validator=instance_of(VirtualService))
+    check: Check = attrs.field(validator=instance_of(Check))
     checks: Mapping[str, Check] = attrs.field(factory=dict, converter=dict, hash=False)
-    policy: Policy = attrs.field(factory=Policy, validator=attrs.validators.instance_of(Policy))
+    policy: Policy = attrs.field(factory=Policy, validator=instance_of(Policy))
     action: Action = attrs.field(default=Action.QUIESCE, converter=_as_action)
     drain_timeout: float = attrs.field(default=300.0, validator=number(0.0))
     drain_poll: float = attrs.field(default=1.0, validator=number(0.0))
