@@ -13,7 +13,7 @@ setup(
     packages=find_packages(include=["lbcore", "lbcore.*"]) + ["lbcore_ipvs", "lbcore_iptables"],
     package_dir={"lbcore_ipvs": "backends/lbcore_ipvs", "lbcore_iptables": "backends/lbcore_iptables"},
     package_data={"lbcore": ["py.typed"]},
-    install_requires=["attrs>=22.2"],
+    install_requires=["attrs>=22.2", "google-re2>=1.1"],
     extras_require={
         "ipvs": ["pyroute2>=0.7"],
         "iptables": ["python-iptables>=1.0", "pyroute2>=0.7"],

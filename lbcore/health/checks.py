@@ -28,6 +28,7 @@ from lbcore._fields import (
     value_object,
 )
 from lbcore.errors import InvalidField
+from lbcore.health._regex import Unbounded, compile_pattern
 from lbcore.model import IPAddress
 
 
@@ -61,9 +62,12 @@ def _regex(inst: object, attribute: attrs.Attribute[Any], value: object) -> None
     if not isinstance(value, (str, bytes)):
         refuse(inst, attribute, value, "is not a regular expression")
     try:
-        re.compile(value)
+        compile_pattern(value)
     except re.error as exc:
         refuse(inst, attribute, value, f"is not a regular expression ({exc})")
+    except Unbounded as exc:
+        # A backtracking match cannot be preempted: a check's timeout must bound all it does.
+        refuse(inst, attribute, value, str(exc))
 
 
 _optional_seconds = attrs.validators.optional(number(0.0))
