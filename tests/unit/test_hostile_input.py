@@ -36,7 +36,7 @@ def test_superscript_two_weight_is_parse_error() -> None:
 
 @pytest.mark.parametrize("line, field", [
     (f"-A -t {VIP}:\u00b2", "-t"),
-    (f"-A -f \u00b2", "-f"),
+    ("-A -f \u00b2", "-f"),
     (f"-A -t {VIP}:80 -p \u00b2", "-p"),
     (f"-A -t {VIP}:80 -p 60 -M \u00b2", "Persistence.netmask"),
     ("--set \u00b2 1 1", "--set tcp"),
