@@ -161,6 +161,22 @@ def instance_of(*types: type) -> Validator:
     return check
 
 
+def as_dict(value: object) -> object:
+    """A mapping as a dict (a copy the caller cannot change); anything else is left for the validator."""
+    return dict(value) if isinstance(value, Mapping) else value
+
+
+def mapping_of(key_type: type, value_type: type | tuple[type, ...], what: str) -> Validator:
+    """A validator refusing anything but a dict from ``key_type`` to ``value_type``: ``is not <what>``."""
+
+    def check(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if not isinstance(value, dict) or not all(isinstance(k, key_type) for k in value) \
+                or not all(isinstance(v, value_type) for v in value.values()):
+            refuse(inst, attribute, value, f"is not {what}")
+
+    return check
+
+
 def optional_instance_of(*types: type) -> Validator:
     """:func:`instance_of`, or None."""
     return attrs.validators.optional(instance_of(*types))
@@ -196,7 +212,7 @@ def value_object(cls: _C) -> _C:
     signature = inspect.signature(init)
 
     @functools.wraps(init)
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+    def __init__(self: Any, /, *args: Any, **kwargs: Any) -> None:  # a keyword "self" is a field's error
         try:
             init(self, *args, **kwargs)
         except TypeError:

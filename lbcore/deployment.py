@@ -33,10 +33,12 @@ import attrs
 
 from lbcore._fields import (
     as_address,
+    as_dict,
     boolean,
     instance_of,
     int_in,
     interface_name,
+    mapping_of,
     optional_instance_of,
     refuse,
     unicast,
@@ -106,7 +108,8 @@ class BackendChoice:
     """
 
     name: str = attrs.field(default="sim", validator=_name)
-    options: Mapping[str, Any] = attrs.field(factory=dict, converter=dict, hash=False)
+    options: Mapping[str, Any] = attrs.field(factory=dict, converter=as_dict, hash=False,
+                                             validator=mapping_of(str, object, "a mapping of option names to values"))
 
 
 @value_object
@@ -204,9 +207,9 @@ class DaemonSettings:
     """
 
     interval: float = attrs.field(default=10.0, validator=instance_of(int, float))
-    metrics: str | None = None
-    status: str | None = None
-    control: str = "/run/lbcore.sock"
+    metrics: str | None = attrs.field(default=None, validator=optional_instance_of(str))
+    status: str | None = attrs.field(default=None, validator=optional_instance_of(str))
+    control: str = attrs.field(default="/run/lbcore.sock", validator=instance_of(str))
 
 
 def _services(inst: object, attribute: attrs.Attribute[Any], value: tuple[Any, ...]) -> None:

@@ -232,15 +232,25 @@ class Persistence:
         return ipaddress.IPv4Address("255.255.255.255") if family == 4 else 128
 
 
+def _family(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value not in (4, 6) or isinstance(value, bool):
+        refuse(inst, attribute, value, "is not 4 or 6")
+
+
+@value_object
 @attrs.frozen
 class ServiceKey:
-    """The identity of a virtual service: (protocol, address, port) or (family, fwmark)."""
+    """The identity of a virtual service: (protocol, address, port) or (family, fwmark).
 
-    family: int
-    protocol: Protocol | None
-    address: IPAddress | None
-    port: int
-    fwmark: int
+    Make one with :attr:`VirtualService.key`; the fields are checked one by one, not together.
+    """
+
+    family: int = attrs.field(validator=_family)
+    protocol: Protocol | None = attrs.field(
+        converter=attrs.converters.optional(_as_protocol), validator=attrs.validators.optional(member_of(Protocol)))
+    address: IPAddress | None = attrs.field(converter=as_address, validator=attrs.validators.optional(unicast))
+    port: int = attrs.field(validator=any_port)
+    fwmark: int = attrs.field(validator=int_in(0, U32_MAX, "a firewall mark (0: none)"))
 
     def __str__(self) -> str:
         return self.ipvsadm

@@ -40,8 +40,11 @@ _PORTED = frozenset({Protocol.TCP, Protocol.UDP, Protocol.SCTP})
 def _as_networks(value: object) -> object:
     """Text, addresses or networks to a sorted tuple of IPv4 networks; other values pass through."""
     items = [value] if isinstance(value, (str, ipaddress.IPv4Address, IPv4Network)) else value
-    if not isinstance(items, Iterable):
+    if not isinstance(items, Iterable) or isinstance(items, (bytes, dict)):
         return value
+    items = list(items)
+    if not all(isinstance(v, (str, ipaddress.IPv4Address, IPv4Network)) for v in items):
+        return value  # an int (or a bool) is not a network a user writes
     try:
         return tuple(sorted({ipaddress.IPv4Network(v) for v in items}))
     except (ValueError, TypeError):

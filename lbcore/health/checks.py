@@ -15,9 +15,11 @@ from typing import Any
 import attrs
 
 from lbcore._fields import (
+    any_port,
     as_address,
     boolean,
     count,
+    instance_of,
     int_in,
     member_of,
     number,
@@ -25,6 +27,7 @@ from lbcore._fields import (
     optional_unicast,
     refuse,
     to_enum,
+    unicast,
     value_object,
 )
 from lbcore.errors import InvalidField
@@ -156,7 +159,10 @@ def _as_statuses(value: object) -> Any:
     if isinstance(value, int) and not isinstance(value, bool):
         return frozenset({value})
     if isinstance(value, (list, tuple, set, frozenset, range)):
-        return frozenset(value)
+        try:
+            return frozenset(value)
+        except TypeError:  # an unhashable item: the validator names the value
+            return value
     return value
 
 
@@ -243,7 +249,7 @@ def _dns_name(inst: object, attribute: attrs.Attribute[Any], value: object) -> N
 
 
 def _dns_type(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value not in DNS_TYPES:
+    if not isinstance(value, str) or value not in DNS_TYPES:
         refuse(inst, attribute, value, f"is not one of: {', '.join(DNS_TYPES)}")
 
 
@@ -347,6 +353,7 @@ class FixedCheck(Check):
     state: HealthState = attrs.field(default=HealthState.UP, converter=_as_state, validator=member_of(HealthState))
 
 
+@value_object
 @attrs.frozen
 class Probe:
     """One check as it runs: a check, its policy and the address and port it asks (0 for a ping).
@@ -356,10 +363,10 @@ class Probe:
     .. versionadded:: 0.1
     """
 
-    check: Check
-    policy: Policy
-    address: IPAddress
-    port: int
+    check: Check = attrs.field(validator=instance_of(Check))
+    policy: Policy = attrs.field(validator=instance_of(Policy))
+    address: IPAddress = attrs.field(converter=as_address, validator=unicast)
+    port: int = attrs.field(validator=any_port)
 
     @property
     def timeout(self) -> float:
