@@ -206,7 +206,8 @@ class Persistence:
         timeout: seconds a client's template lives after its last new connection (1..2678400).
         netmask: clients within one network share a template: an IPv4 mask
             (``"255.255.255.0"``) for IPv4 services, a prefix length (64) for IPv6 ones.
-            None means one template per client address.
+            None means one template per client address; so does a host mask (255.255.255.255,
+            or 128), which is stored as None: the kernel reads it back as its default.
         engine: a persistence engine (``"sip"``), or None.
 
     .. versionadded:: 0.1

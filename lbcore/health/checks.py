@@ -187,7 +187,9 @@ class HTTPCheck(Check):
         path: the request path, with its query.
         host: the Host header (the virtual host); the target address when None.
         status: the status codes that mean up.
-        body: a regular expression searched in the body (decoded as latin-1), or None.
+        body: a regular expression searched in the body (decoded as latin-1), or None. It is
+            matched with RE2, in time linear in the body, so no pattern can stall the monitor; a
+            pattern RE2 refuses (backreferences, lookaround) is an InvalidField.
         https: use TLS.
         sni: the server name sent in the TLS handshake; ``host`` when None.
         verify: check the server's certificate and name against the system's CAs.
@@ -225,7 +227,7 @@ class UDPCheck(Check):
 
     Args:
         payload: the datagram to send.
-        reply: a bytes regular expression searched in the reply; any reply when None.
+        reply: a bytes regular expression searched in the reply (with RE2, as HTTPCheck's body); any reply when None.
 
     .. versionadded:: 0.1
     """
