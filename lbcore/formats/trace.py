@@ -39,6 +39,9 @@ class Rules:
     time: float
     command: str
     where: str
+    #: The line's number, and the column where the command starts (for a ParseError's position).
+    line: int | None = None
+    column: int = 1
 
 
 @attrs.frozen
@@ -71,6 +74,8 @@ class Sysctl:
     name: str
     value: str
     where: str
+    line: int | None = None
+    column: int = 1  # the value's
 
 
 Event = Rules | Open | Close | Sysctl
@@ -138,7 +143,7 @@ def parse_trace(text: str, name: str = "trace") -> list[Event]:
         kind, rest = parts[1], parts[2].strip() if len(parts) > 2 else ""
         args = rest.split()
         if kind == "rules":
-            events.append(Rules(t, rest, where))
+            events.append(Rules(t, rest, where, number, columns[2] if len(columns) > 2 else len(raw) + 1))
         elif kind == "open":
             if len(args) not in (4, 5):
                 raise error("open", rest, "needs <id> <tcp|udp> <cip>:<cport> <vip>:<vport> [mark=<n>]", 2)
@@ -160,7 +165,7 @@ def parse_trace(text: str, name: str = "trace") -> list[Event]:
         elif kind == "sysctl":
             if len(args) != 2:
                 raise error("sysctl", rest, "needs <name> <value>", 2)
-            events.append(Sysctl(t, args[0], args[1], where))
+            events.append(Sysctl(t, args[0], args[1], where, number, columns[3]))
         else:
             raise error("kind", kind, "is not rules, open, close or sysctl", 1)
     return events
@@ -211,13 +216,20 @@ def replay(events: Iterable[Event], replayer: Replayer) -> list[str]:
     for ev in events:
         replayer.wait_until(ev.time)
         if isinstance(ev, Rules):
-            balancer.execute(parse_command(ev.command, balancer.read(), ev.where))
+            try:
+                ops = parse_command(ev.command, balancer.read(), ev.where, ev.line)
+            except ParseError as exc:
+                # The command's columns, counted from the start of the trace's line.
+                column = None if exc.column is None else exc.column + ev.column - 1
+                raise ParseError(exc.owner, exc.field, exc.value, exc.reason, line=exc.line,
+                                 column=column) from exc.__cause__
+            balancer.execute(ops)
         elif isinstance(ev, Sysctl):
             current = balancer.read().sysctls or Sysctls()
             try:
                 sysctls = current.with_value(ev.name, ev.value)
             except InvalidField as exc:
-                raise ParseError(ev.where, ev.name, ev.value, exc.reason) from exc
+                raise ParseError(ev.where, ev.name, ev.value, exc.reason, line=ev.line, column=ev.column) from exc
             balancer.execute([SetSysctls(sysctls)])
         elif isinstance(ev, Open):
             lines.append(f"{ev.id} {replayer.open(ev) or '-'}")

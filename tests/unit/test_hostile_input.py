@@ -157,3 +157,25 @@ def test_redirect_ports_from_text_take_ascii_only() -> None:
     with pytest.raises(ParseError) as caught:
         rule_from_text("redirect proto=tcp port=80 to=\u00b2")
     assert (caught.value.field, caught.value.column) == ("to", 28)
+
+
+def test_trace_rules_and_sysctl_errors_point_into_the_trace_line() -> None:
+    from lbcore.formats.trace import replay
+    from lbcore.sim import SimBackend
+
+    for text, column in (("0 rules -A -t 10.0.0.1:80 -s rr -p \u00b2", 36), ("0 sysctl lblc_expiration \u00b2", 26),
+                         ("0 rules   -A -t 10.0.0.1:\u0668\u0660", 17)):
+        with pytest.raises(ParseError) as caught:
+            replay(parse_trace(text), SimBackend().replayer())
+        assert (caught.value.line, caught.value.column) == (1, column)
+
+
+def test_replay_command_refuses_an_infinite_time(tmp_path: object, capsys: pytest.CaptureFixture[str]) -> None:
+    import pathlib
+
+    from lbcore.cli import main
+
+    trace = pathlib.Path(str(tmp_path)) / "inf.trace"
+    trace.write_text("0 rules -A -t 192.0.2.10:80 -s rr\ninf close a\n")
+    assert main(["replay", str(trace)]) == 2
+    assert "line 2" in capsys.readouterr().err
