@@ -31,6 +31,7 @@ import lbcore.health
 from lbcore.enums import ForwardMethod, PersistenceEngine, Protocol, Scheduler, SchedulerFlag, TunnelType
 from lbcore.errors import LBError
 from lbcore.formats.ipvsadm import parse_command, parse_save
+from lbcore.formats.listing import parse_proc_ip_vs_conn
 from lbcore.formats.trace import parse_trace
 from lbcore.rules import rule_from_text
 
@@ -232,6 +233,18 @@ def test_fuzz_rule_from_text(text: str) -> None:
     rule = survive("rule_from_text", lambda: rule_from_text(text))
     if rule is not None:
         assert rule_from_text(rule.text()) == rule  # type: ignore[attr-defined]  # what is read reads back
+
+
+PROC_WORDS = st.one_of(st.sampled_from(["TCP", "UDP", "SCTP", "IP_6", "IP_\u00b2", "C0000201", "0050", "\u0668\u0660",
+                                         "2001:db8::1", "fe80::1%eth0", "ESTABLISHED", "899", "-1", "ffffffffff"]),
+                       st.text(max_size=6))
+
+
+@FUZZ
+@given(lines=st.lists(st.lists(PROC_WORDS, max_size=12).map(" ".join), max_size=4))
+def test_fuzz_parse_proc_ip_vs_conn(lines: list[str]) -> None:
+    header = "Pro FromIP   FPrt ToIP     TPrt DestIP   DPrt State       Expires PEName PEData"
+    survive("parse_proc_ip_vs_conn", lambda: parse_proc_ip_vs_conn("\n".join([header, *lines])))
 
 
 def test_the_fuzzed_constructors_are_the_public_value_objects() -> None:
