@@ -83,6 +83,9 @@ Event = Rules | Open | Close | Sysctl
 
 #: A trace time as ASCII text: digits with an optional fraction and exponent, no sign (not "inf",
 #: "nan", "-5" or a full-width digit, which float() takes).
+#: The latest time a trace may name: 2**40 s, about 35,000 years. Far beyond it, adding the
+#: estimator's 2 s to a float time no longer moves it, and a simulated clock would stand still.
+MAX_TIME = float(2**40)
 _TIME = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
@@ -135,8 +138,8 @@ def parse_trace(text: str, name: str = "trace") -> list[Event]:
         if len(parts) < 2:
             raise error("event", line.strip(), "needs a time and a kind", 0)
         t = float(parts[0]) if _TIME.fullmatch(parts[0]) else math.nan
-        if not math.isfinite(t):
-            raise error("time", parts[0], "is not a finite number of seconds >= 0 (ASCII digits)", 0)
+        if not math.isfinite(t) or t > MAX_TIME:
+            raise error("time", parts[0], "is not a finite number of seconds in 0..2**40 (ASCII digits)", 0)
         if t < previous:
             raise error("time", parts[0], f"is before the previous event's time {previous:g}", 0)
         previous = t
