@@ -72,6 +72,8 @@ def _as_interface_address(value: object) -> object:
 def _interface_address(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, (ipaddress.IPv4Interface, ipaddress.IPv6Interface)):
         refuse(inst, attribute, value, "is not an address with its prefix length (e.g. 192.168.2.10/24)")
+    if getattr(value, "scope_id", None):
+        refuse(inst, attribute, value, "has a scope id: no backend carries one yet")
 
 
 def _tuple_of(*types: type) -> Any:

@@ -179,3 +179,11 @@ def test_replay_command_refuses_an_infinite_time(tmp_path: object, capsys: pytes
     trace.write_text("0 rules -A -t 192.0.2.10:80 -s rr\ninf close a\n")
     assert main(["replay", str(trace)]) == 2
     assert "line 2" in capsys.readouterr().err
+
+
+def test_floating_ip_scope_id_is_refused() -> None:
+    from lbcore import FloatingIP
+
+    with pytest.raises(InvalidField) as caught:
+        FloatingIP(address="fe80::1%eth0/64", interface="eth0")
+    assert caught.value.field == "address" and "scope id" in caught.value.reason
