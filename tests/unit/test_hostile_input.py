@@ -187,3 +187,15 @@ def test_floating_ip_scope_id_is_refused() -> None:
     with pytest.raises(InvalidField) as caught:
         FloatingIP(address="fe80::1%eth0/64", interface="eth0")
     assert caught.value.field == "address" and "scope id" in caught.value.reason
+
+
+def test_host_netmask_persistence_reapplies_as_no_op() -> None:
+    from lbcore import Balancer
+    from lbcore.sim import SimBackend
+
+    svc = VirtualService("tcp", VIP, 80, persistence=Persistence(60, netmask="255.255.255.255"),
+                         real_servers=[RealServer("198.51.100.11", 80)])
+    lb = Balancer(SimBackend())
+    assert lb.apply([svc])
+    assert lb.apply([svc]) == []
+    assert lb.read().services[svc.key] == svc
