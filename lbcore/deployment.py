@@ -15,7 +15,7 @@ all produce a :class:`Deployment`, so a script and a file mean the same thing::
     [True]
 
 A service is a :class:`~lbcore.model.VirtualService`, or a
-:class:`~lbcore.health.CheckedService` when its real servers are health-checked. Parts that no
+:class:`~lbcore.health.monitor.CheckedService` when its real servers are health-checked. Parts that no
 backend carries yet (floating IPs, other hosts' rules, an HA pair, the daemon's settings) are
 part of the value, so a file that names them reads the same everywhere; :meth:`Deployment.table`
 refuses them with :class:`~lbcore.errors.Unsupported` instead of leaving them out.
@@ -104,7 +104,7 @@ class BackendChoice:
     Args:
         name: a backend's name (``sim``, ``ipvs``, ``iptables``) or several joined by ``+``
             (``ipvs+iptables``: services to IPVS, rules to netfilter, as one change).
-        options: the backend's options, as :func:`~lbcore.registry.open_backend` takes them.
+        options: the backend's options, as ``lbcore.open_backend()`` takes them.
 
     .. versionadded:: 0.4
     """
@@ -246,7 +246,7 @@ class Deployment:
     and the parts the open issues carry next (floating IPs, other hosts, an HA pair, the daemon).
 
     Args:
-        services: virtual services; a :class:`~lbcore.health.CheckedService` for a checked one.
+        services: virtual services; a :class:`~lbcore.health.monitor.CheckedService` for a checked one.
         rules: the netfilter and routing objects of :mod:`lbcore.rules` on the director.
         timeouts: the global timeouts (None: leave the backend's as they are).
         sysctls: the IPVS sysctls (None: leave them as they are).

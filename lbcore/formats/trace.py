@@ -81,11 +81,12 @@ class Sysctl:
 Event = Rules | Open | Close | Sysctl
 
 
-#: A trace time as ASCII text: digits with an optional fraction and exponent, no sign (not "inf",
-#: "nan", "-5" or a full-width digit, which float() takes).
-#: The latest time a trace may name: 2**40 s, about 35,000 years. Far beyond it, adding the
+#: The latest time a trace may name, 2**40 s (about 35,000 years). Far beyond it, adding the
 #: estimator's 2 s to a float time no longer moves it, and a simulated clock would stand still.
 MAX_TIME = float(2**40)
+
+#: A trace time as ASCII text: digits with an optional fraction and exponent, no sign (not "inf",
+#: "nan", "-5" or a full-width digit, which float() takes).
 _TIME = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
