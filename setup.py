@@ -15,7 +15,7 @@ setup(
     package_data={"lbcore": ["py.typed"]},
     # click: the `lbcore` console script is part of every install, so what it needs is too. rich only
     # draws tables on a terminal (plain text without it): the "cli" extra.
-    install_requires=["attrs>=22.2", "cattrs>=23.1", "ruamel.yaml>=0.17.21", "click>=8.1"],
+    install_requires=["attrs>=22.2", "cattrs>=23.1", "ruamel.yaml>=0.17.21", "click>=8.1", "google-re2>=1.1"],
     extras_require={
         "ipvs": ["pyroute2>=0.7"],
         "iptables": ["python-iptables>=1.0", "pyroute2>=0.7"],

@@ -38,14 +38,51 @@ def refuse(inst: object, attribute: attrs.Attribute[Any], value: object, reason:
     raise InvalidField(type(inst).__name__, attribute.name, value, reason)
 
 
+def ascii_int(text: object) -> int | None:
+    """The int that ``text`` spells in ASCII digits (``"080"`` is 80), or None.
+
+    ``str.isdigit()`` and ``int()`` take any Unicode digit (superscript two, Arabic-Indic or full-width digits); the
+    kernel's tools and lbcore's formats take ASCII only, so everything else is refused here, once.
+    """
+    if isinstance(text, str) and text and text.isascii() and text.isdigit():
+        return int(text)
+    return None
+
+
+def address_of(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address ``text`` spells, or None: also for an IPv6 scope id (``fe80::1%eth0``), which no
+    backend carries yet (the ipvs codec would drop it), and for non-ASCII text.
+    """
+    if not text.isascii() or "%" in text:
+        return None
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
 def as_address(value: object) -> object:
     """Convert text (or an int) to an IP address; leave anything else for the validator to name."""
+    if isinstance(value, str) and not value.isascii():
+        return value
     if isinstance(value, (str, int)) and not isinstance(value, bool):
         try:
             return ipaddress.ip_address(value)
         except ValueError:
             return value
     return value
+
+
+def interface_name(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    """Refuse anything but a link name the kernel takes: 1..15 bytes of ASCII (IFNAMSIZ is 16 with
+    the NUL), no NUL, ``/``, ``:`` or whitespace (dev_valid_name() refuses '/', ':' and spaces; a NUL
+    would end the name early, so what is read back differs), and not ``.`` or ``..``.
+    """
+    if (not isinstance(value, str) or not value.isascii() or not 1 <= len(value) <= 15
+            or value in (".", "..") or not value.isprintable()
+            or any(c.isspace() or c in "/:" for c in value)):
+        refuse(inst, attribute, value, "is not an interface name (1..15 printable ASCII characters, "
+               "no '/', ':' or spaces)")
 
 
 def to_enum(enum_type: type[Any], value: object) -> Any:
@@ -60,6 +97,8 @@ def unicast(inst: object, attribute: attrs.Attribute[Any], value: object) -> Non
     """Refuse anything but a unicast IPv4 or IPv6 address."""
     if not isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
         refuse(inst, attribute, value, "is not an IPv4 or IPv6 address")
+    if getattr(value, "scope_id", None):
+        refuse(inst, attribute, value, "has a scope id: no backend carries one yet")
     if value.is_multicast or value.is_unspecified:
         refuse(inst, attribute, value, "is not a unicast address")
 
@@ -107,6 +146,42 @@ def count(minimum: int) -> Validator:
     return check
 
 
+def instance_of(*types: type) -> Validator:
+    """A validator refusing anything but an instance of ``types`` (attrs' own raises a bare TypeError).
+
+    bool is not taken for int or float: ``True`` is not a number of seconds.
+    """
+    names = " or ".join(t.__name__ for t in types)
+    numeric = any(t in (int, float) for t in types) and bool not in types
+
+    def check(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if not isinstance(value, types) or (numeric and isinstance(value, bool)):
+            refuse(inst, attribute, value, f"is not a {names}")
+
+    return check
+
+
+def as_dict(value: object) -> object:
+    """A mapping as a dict (a copy the caller cannot change); anything else is left for the validator."""
+    return dict(value) if isinstance(value, Mapping) else value
+
+
+def mapping_of(key_type: type, value_type: type | tuple[type, ...], what: str) -> Validator:
+    """A validator refusing anything but a dict from ``key_type`` to ``value_type``: ``is not <what>``."""
+
+    def check(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if not isinstance(value, dict) or not all(isinstance(k, key_type) for k in value) \
+                or not all(isinstance(v, value_type) for v in value.values()):
+            refuse(inst, attribute, value, f"is not {what}")
+
+    return check
+
+
+def optional_instance_of(*types: type) -> Validator:
+    """:func:`instance_of`, or None."""
+    return attrs.validators.optional(instance_of(*types))
+
+
 def boolean(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     """Refuse anything but True or False (1 and "yes" are not)."""
     if not isinstance(value, bool):
@@ -137,7 +212,7 @@ def value_object(cls: _C) -> _C:
     signature = inspect.signature(init)
 
     @functools.wraps(init)
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+    def __init__(self: Any, /, *args: Any, **kwargs: Any) -> None:  # a keyword "self" is a field's error
         try:
             init(self, *args, **kwargs)
         except TypeError:

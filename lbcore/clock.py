@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Protocol
 
@@ -44,8 +45,11 @@ class VirtualClock:
         """Move forward by ``seconds``.
 
         Raises:
-            InvalidField: ``seconds`` is negative: virtual time never runs backwards.
+            InvalidField: ``seconds`` is negative (virtual time never runs backwards), or not a
+                finite number.
         """
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
+            raise InvalidField("VirtualClock", "seconds", seconds, "is not a finite number of seconds")
         if seconds < 0:
             raise InvalidField("VirtualClock", "seconds", seconds, "is negative")
         self._now += seconds
@@ -54,8 +58,10 @@ class VirtualClock:
         """Move forward to ``when``.
 
         Raises:
-            InvalidField: ``when`` is in the past.
+            InvalidField: ``when`` is in the past, or not a finite number.
         """
+        if isinstance(when, bool) or not isinstance(when, (int, float)) or not math.isfinite(when):
+            raise InvalidField("VirtualClock", "when", when, "is not a finite number of seconds")
         if when < self._now:
             raise InvalidField("VirtualClock", "when", when, f"is before now ({self._now})")
         self._now = float(when)

@@ -31,7 +31,20 @@ from typing import Any
 
 import attrs
 
-from lbcore._fields import as_address, int_in, number, refuse, unicast, value_object
+from lbcore._fields import (
+    as_address,
+    as_dict,
+    boolean,
+    instance_of,
+    int_in,
+    interface_name,
+    number,
+    mapping_of,
+    optional_instance_of,
+    refuse,
+    unicast,
+    value_object,
+)
 from lbcore.errors import InvalidField, Unsupported
 from lbcore.health.monitor import CheckedService
 from lbcore.model import IPAddress, Sysctls, Timeouts, VirtualService
@@ -48,13 +61,6 @@ def _name(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
         refuse(inst, attribute, value, "is not a name (printable ASCII, no spaces)")
 
 
-def _interface(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    # What the kernel takes as a link name: 1..15 bytes, no NUL, '/' or whitespace.
-    if (not isinstance(value, str) or not 0 < len(value.encode("utf-8", "replace")) <= 15 or not value.isascii()
-            or any(c.isspace() or c in "/\0:" for c in value)):
-        refuse(inst, attribute, value, "is not an interface name (1..15 ASCII characters, no '/', ':' or spaces)")
-
-
 def _as_interface_address(value: object) -> object:
     if isinstance(value, str):
         try:
@@ -67,6 +73,8 @@ def _as_interface_address(value: object) -> object:
 def _interface_address(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, (ipaddress.IPv4Interface, ipaddress.IPv6Interface)):
         refuse(inst, attribute, value, "is not an address with its prefix length (e.g. 192.168.2.10/24)")
+    if getattr(value, "scope_id", None):
+        refuse(inst, attribute, value, "has a scope id: no backend carries one yet")
 
 
 def _tuple_of(*types: type) -> Any:
@@ -87,15 +95,6 @@ def _as_tuple(value: object) -> object:
 def _is_tuple(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
     if not isinstance(value, tuple):
         refuse(inst, attribute, value, "is not a list")
-
-
-def _as_dict(value: object) -> object:
-    return dict(value) if isinstance(value, Mapping) else value
-
-
-def _options(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-        refuse(inst, attribute, value, "is not a mapping of option names to values")
 
 
 def _optional_text(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -122,7 +121,8 @@ class BackendChoice:
     """
 
     name: str = attrs.field(default="sim", validator=_name)
-    options: Mapping[str, Any] = attrs.field(factory=dict, converter=_as_dict, validator=_options, hash=False)
+    options: Mapping[str, Any] = attrs.field(factory=dict, converter=as_dict, hash=False,
+                                             validator=mapping_of(str, object, "a mapping of option names to values"))
 
 
 @value_object
@@ -139,7 +139,7 @@ class FloatingIP:
 
     address: ipaddress.IPv4Interface | ipaddress.IPv6Interface = attrs.field(
         converter=_as_interface_address, validator=_interface_address)
-    interface: str = attrs.field(validator=_interface)
+    interface: str = attrs.field(validator=interface_name)
 
 
 @value_object
@@ -193,9 +193,9 @@ class HAPair:
     """
 
     nodes: tuple[Node, ...] = attrs.field(converter=_as_tuple, validator=[_is_tuple, _tuple_of(Node)])
-    interface: str = attrs.field(validator=_interface)
+    interface: str = attrs.field(validator=interface_name)
     virtual_router_id: int = attrs.field(default=51, validator=int_in(1, 255, "a VRRP router id"))
-    sync: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
+    sync: bool = attrs.field(default=True, validator=boolean)
 
     def __attrs_post_init__(self) -> None:
         fields = attrs.fields(HAPair)
@@ -277,19 +277,19 @@ class Deployment:
                                                 validator=[_is_tuple, _services])
     rules: tuple[Rule, ...] = attrs.field(default=(), converter=_as_tuple, validator=[_is_tuple, _rules])
     timeouts: Timeouts | None = attrs.field(
-        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(Timeouts)))
+        default=None, validator=optional_instance_of(Timeouts))
     sysctls: Sysctls | None = attrs.field(
-        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(Sysctls)))
+        default=None, validator=optional_instance_of(Sysctls))
     backend: BackendChoice = attrs.field(factory=BackendChoice,
-                                         validator=attrs.validators.instance_of(BackendChoice))
+                                         validator=instance_of(BackendChoice))
     floating_ips: tuple[FloatingIP, ...] = attrs.field(default=(), converter=_as_tuple,
                                                        validator=[_is_tuple, _tuple_of(FloatingIP)])
     hosts: tuple[Host, ...] = attrs.field(default=(), converter=_as_tuple,
                                           validator=[_is_tuple, _tuple_of(Host)])
     ha: HAPair | None = attrs.field(default=None,
-                                    validator=attrs.validators.optional(attrs.validators.instance_of(HAPair)))
+                                    validator=optional_instance_of(HAPair))
     daemon: DaemonSettings | None = attrs.field(
-        default=None, validator=attrs.validators.optional(attrs.validators.instance_of(DaemonSettings)))
+        default=None, validator=optional_instance_of(DaemonSettings))
 
     @classmethod
     def from_table(cls, table: Table, backend: BackendChoice | None = None) -> Deployment:

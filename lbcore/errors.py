@@ -77,7 +77,21 @@ class ParseError(InvalidField):
     """A line of a foreign format (ipvsadm rules, a trace) cannot be read.
 
     ``owner`` names the format and line (``"ipvsadm line 3"``), ``field`` the option or token.
+
+    Attributes:
+        line: the 1-based line number, when the text has lines (else None).
+        column: the 1-based column of the refused token within its line, when known (else None).
+
+    .. versionchanged:: 0.4 ``line`` and ``column``.
     """
+
+    def __init__(self, owner: str, field: str, value: Any, reason: str, *, line: int | None = None,
+                 column: int | None = None) -> None:
+        super().__init__(owner, field, value, reason)
+        self.line = line
+        self.column = column
+        if column is not None:
+            self.args = (f"{self.args[0]} (column {column})",)
 
 
 class ConfigProblem(NamedTuple):

@@ -8,7 +8,7 @@ Validation of one field lives in its validator, of several fields of one object 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
 import attrs
@@ -16,9 +16,11 @@ import attrs
 from lbcore._fields import (
     any_port,
     as_address,
+    ascii_int,
     boolean,
     int_in,
     member_of,
+    optional_instance_of,
     refuse,
     to_enum,
     unicast,
@@ -173,14 +175,23 @@ class RealServer:
         return format_endpoint(self.address, self.port)
 
 
+_HOST_MASK = ipaddress.IPv4Address("255.255.255.255")
+
+
 def _as_netmask(value: object) -> object:
-    if isinstance(value, str) and not value.isdecimal():  # isdigit() takes "²", which int() refuses
-        try:
-            return ipaddress.IPv4Address(value)
-        except ValueError:
-            return value
     if isinstance(value, str):
-        return int(value)
+        number = ascii_int(value)
+        if number is not None:
+            value = number
+        elif value.isascii():
+            try:
+                value = ipaddress.IPv4Address(value)
+            except ValueError:
+                return value
+    # A host mask is the kernel's default (/32 for IPv4, /128 for IPv6) and reads back as none
+    # (ipvsadm-save drops -M for it; so do the ipvs codec and the iptables layout), so it is none.
+    if value == _HOST_MASK or (isinstance(value, int) and not isinstance(value, bool) and value == 128):
+        return None
     return value
 
 
@@ -200,7 +211,8 @@ class Persistence:
         timeout: seconds a client's template lives after its last new connection (1..2678400).
         netmask: clients within one network share a template: an IPv4 mask
             (``"255.255.255.0"``) for IPv4 services, a prefix length (64) for IPv6 ones.
-            None means one template per client address.
+            None means one template per client address; so does a host mask (255.255.255.255,
+            or 128), which is stored as None: the kernel reads it back as its default.
         engine: a persistence engine (``"sip"``), or None.
 
     .. versionadded:: 0.1
@@ -226,15 +238,25 @@ class Persistence:
         return ipaddress.IPv4Address("255.255.255.255") if family == 4 else 128
 
 
+def _family(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value not in (4, 6) or isinstance(value, bool):
+        refuse(inst, attribute, value, "is not 4 or 6")
+
+
+@value_object
 @attrs.frozen
 class ServiceKey:
-    """The identity of a virtual service: (protocol, address, port) or (family, fwmark)."""
+    """The identity of a virtual service: (protocol, address, port) or (family, fwmark).
 
-    family: int
-    protocol: Protocol | None
-    address: IPAddress | None
-    port: int
-    fwmark: int
+    Make one with :attr:`VirtualService.key`; the fields are checked one by one, not together.
+    """
+
+    family: int = attrs.field(validator=_family)
+    protocol: Protocol | None = attrs.field(
+        converter=attrs.converters.optional(_as_protocol), validator=attrs.validators.optional(member_of(Protocol)))
+    address: IPAddress | None = attrs.field(converter=as_address, validator=attrs.validators.optional(unicast))
+    port: int = attrs.field(validator=any_port)
+    fwmark: int = attrs.field(validator=int_in(0, U32_MAX, "a firewall mark (0: none)"))
 
     def __str__(self) -> str:
         return self.ipvsadm
@@ -267,9 +289,17 @@ def _flags(inst: object, attribute: attrs.Attribute[Any], value: object) -> None
 
 
 def _as_real_servers(value: object) -> object:
-    if isinstance(value, Iterable) and not isinstance(value, (str, bytes)):
+    if isinstance(value, Iterable) and not isinstance(value, (str, bytes, Mapping)):
         return tuple(value)
     return value
+
+
+def _real_servers(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if not isinstance(value, tuple):
+        refuse(inst, attribute, value, "is not a list of RealServer")
+    for rs in value:
+        if not isinstance(rs, RealServer):
+            refuse(inst, attribute, rs, "is not a RealServer")
 
 
 @value_object
@@ -319,12 +349,12 @@ class VirtualService:
     )
     persistence: Persistence | None = attrs.field(
         default=None,
-        validator=attrs.validators.optional(attrs.validators.instance_of(Persistence)),
+        validator=optional_instance_of(Persistence),
         kw_only=True,
     )
     one_packet: bool = attrs.field(default=False, validator=boolean, kw_only=True)
     real_servers: tuple[RealServer, ...] = attrs.field(
-        default=(), converter=_as_real_servers, kw_only=True
+        default=(), converter=_as_real_servers, validator=_real_servers, kw_only=True
     )
 
     def __attrs_post_init__(self) -> None:
@@ -405,9 +435,13 @@ class VirtualService:
         return next((rs for rs in self.real_servers if rs.key == key), None)
 
 
+#: The most seconds the kernel takes where it stores jiffies in a C int: INT_MAX / HZ, with HZ 250
+#: as Debian's kernels have it (ip_vs_set_timeout(); proc_dointvec_jiffies() refuses more).
+JIFFIES_SECONDS_MAX = INT_MAX // 250
+
+
 def _timeout(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    # The kernel takes 1 .. INT_MAX/HZ; HZ is 250 on Debian's kernels.
-    int_in(1, INT_MAX // 250, "a timeout in seconds")(inst, attribute, value)
+    int_in(1, JIFFIES_SECONDS_MAX, "a timeout in seconds")(inst, attribute, value)
 
 
 @value_object
@@ -450,8 +484,9 @@ class Sysctls:
     conn_reuse_mode: int = attrs.field(default=1, validator=int_in(0, 3, "a conn_reuse_mode"))
     sloppy_tcp: bool = attrs.field(default=False, validator=boolean)
     sloppy_sctp: bool = attrs.field(default=False, validator=boolean)
-    lblc_expiration: int = attrs.field(default=86400, validator=int_in(1, INT_MAX, "seconds"))
-    lblcr_expiration: int = attrs.field(default=86400, validator=int_in(1, INT_MAX, "seconds"))
+    # proc_dointvec_jiffies (ip_vs_lblc.c, ip_vs_lblcr.c) refuses more than INT_MAX / HZ seconds.
+    lblc_expiration: int = attrs.field(default=86400, validator=int_in(1, JIFFIES_SECONDS_MAX, "seconds"))
+    lblcr_expiration: int = attrs.field(default=86400, validator=int_in(1, JIFFIES_SECONDS_MAX, "seconds"))
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -464,13 +499,15 @@ class Sysctls:
         Raises:
             InvalidField: the name is not a modelled sysctl, or the value does not fit it.
         """
-        if name not in self.names():
-            raise InvalidField("Sysctls", name, value, f"is not a modelled sysctl ({', '.join(self.names())})")
+        if not isinstance(name, str) or name not in self.names():
+            raise InvalidField("Sysctls", str(name), value, f"is not a modelled sysctl ({', '.join(self.names())})")
         current = getattr(self, name)
         value = cast(Any, value)
         if isinstance(current, bool) and isinstance(value, (str, int)) and str(value) in ("0", "1"):
             value = str(value) == "1"
-        elif isinstance(value, str) and value.lstrip("-").isdecimal():
-            value = int(value)
+        elif isinstance(value, str):
+            number = ascii_int(value[1:] if value.startswith("-") else value)
+            if number is not None:  # a sysctl's text is ASCII digits, perhaps signed (as the kernel writes it)
+                value = -number if value.startswith("-") else number
         changed: dict[str, Any] = {name: value}
         return attrs.evolve(self, **changed)

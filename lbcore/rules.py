@@ -22,9 +22,9 @@ from typing import Any
 
 import attrs
 
-from lbcore._fields import int_in, optional_port, refuse, to_enum, value_object
+from lbcore._fields import ascii_int, int_in, interface_name, optional_port, refuse, to_enum, value_object
 from lbcore.enums import Protocol
-from lbcore.errors import ParseError
+from lbcore.errors import InvalidField, ParseError
 from lbcore.model import U32_MAX, IPAddress
 
 IPv4Network = ipaddress.IPv4Network
@@ -40,8 +40,11 @@ _PORTED = frozenset({Protocol.TCP, Protocol.UDP, Protocol.SCTP})
 def _as_networks(value: object) -> object:
     """Text, addresses or networks to a sorted tuple of IPv4 networks; other values pass through."""
     items = [value] if isinstance(value, (str, ipaddress.IPv4Address, IPv4Network)) else value
-    if not isinstance(items, Iterable):
+    if not isinstance(items, Iterable) or isinstance(items, (bytes, dict)):
         return value
+    items = list(items)
+    if not all(isinstance(v, (str, ipaddress.IPv4Address, IPv4Network)) for v in items):
+        return value  # an int (or a bool) is not a network a user writes
     try:
         return tuple(sorted({ipaddress.IPv4Network(v) for v in items}))
     except (ValueError, TypeError):
@@ -106,9 +109,11 @@ def _optional_ipv4(inst: object, attribute: attrs.Attribute[Any], value: object)
 
 
 def _interface(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    # IFNAMSIZ is 16 with the NUL; iptables refuses longer names and these characters.
-    if not isinstance(value, str) or not 1 <= len(value) <= 15 or any(c in value for c in " /!+"):
-        refuse(inst, attribute, value, "is not an interface name (1..15 characters, no space / ! +)")
+    interface_name(inst, attribute, value)
+    assert isinstance(value, str)
+    # iptables reads a trailing '+' as a wildcard and a leading '!' as a negation.
+    if "!" in value or "+" in value:
+        refuse(inst, attribute, value, "is not an interface name (no '!' or '+': iptables reads them as operators)")
 
 
 def _join(values: Iterable[object]) -> str:
@@ -342,34 +347,67 @@ def rule_from_text(text: str) -> Rule:
     """Read a rule back from the one-line form its ``text()`` gives.
 
     Raises:
-        ParseError: the text is not a rule lbcore wrote.
+        ParseError: the text is not a rule lbcore wrote; ``column`` points at the word.
     """
+    if not isinstance(text, str):
+        raise ParseError("rule", "text", text, "is not a str")
     words = text.split()
     if not words:
-        raise ParseError("rule", "text", text, "is empty")
+        raise ParseError("rule", "text", text, "is empty", line=1, column=1)
+    columns: list[int] = []
+    at = 0
+    for word in words:
+        at = text.index(word, at)
+        columns.append(at + 1)
+        at += len(word)
     head, rest = words[0], words[1:]
-    positional = [w for w in rest if "=" not in w]
-    fields = dict(w.split("=", 1) for w in rest if "=" in w)
-    lists = {k: v.split(",") for k, v in fields.items()}
+    positional = [(w, c) for w, c in zip(rest, columns[1:]) if "=" not in w]
+    fields = {w.split("=", 1)[0]: (w.split("=", 1)[1], c) for w, c in zip(rest, columns[1:]) if "=" in w}
+
+    def error(field: str, value: object, reason: str, column: int) -> ParseError:
+        return ParseError("rule", field, value, reason, line=1, column=column)
+
+    def number(field: str, word: tuple[str, int]) -> int:
+        value = ascii_int(word[0])
+        if value is None:
+            raise error(field, word[0], "is not a number (ASCII digits)", word[1])
+        return value
+
+    def first() -> tuple[str, int]:
+        if not positional:
+            raise error("text", text, f"needs a value after {head!r}", len(text) + 1)
+        return positional[0]
+
+    def text_of(name: str) -> str | None:
+        return fields[name][0] if name in fields else None
+
+    def listed(name: str) -> list[str]:
+        return fields[name][0].split(",") if name in fields else []
+
     try:
         if head == "mark":
-            return FirewallMark(int(positional[0]), lists.get("proto", []),
-                                ports=[int(p) for p in lists.get("ports", [])],
-                                destinations=lists.get("dst", []), sources=lists.get("src", []),
-                                except_destinations=lists.get("exceptdst", []))
+            ports = [number("ports", (p, fields["ports"][1])) for p in listed("ports")]
+            return FirewallMark(number("mark", first()), listed("proto"), ports=ports,
+                                destinations=listed("dst"), sources=listed("src"),
+                                except_destinations=listed("exceptdst"))
         if head == "auto-nat":
-            return AutoNat(positional[0], lists.get("src", []), to_source=fields.get("to"))
+            return AutoNat(first()[0], listed("src"), to_source=text_of("to"))
         if head == "redirect":
-            return Redirect(fields.get("dst"), protocol=fields.get("proto", "tcp"),
-                            port=int(fields["port"]) if "port" in fields else None,
-                            to_port=int(fields["to"]) if "to" in fields else None)
+            return Redirect(text_of("dst"), protocol=text_of("proto") or "tcp",
+                            port=number("port", fields["port"]) if "port" in fields else None,
+                            to_port=number("to", fields["to"]) if "to" in fields else None)
         if head == "loopback-vip":
-            return LoopbackVIP(positional[0])
+            return LoopbackVIP(first()[0])
         if head == "policy-route":
-            return PolicyRoute(int(positional[0]), int(fields["table"]), via=fields.get("via"))
-    except (IndexError, KeyError, ValueError) as exc:
-        raise ParseError("rule", "text", text, f"is not a rule lbcore wrote ({exc})") from None
-    raise ParseError("rule", "text", text, f"has an unknown kind {head!r}")
+            if "table" not in fields:
+                raise error("table", None, "is missing", len(text) + 1)
+            return PolicyRoute(number("mark", first()), number("table", fields["table"]), via=text_of("via"))
+    except ParseError:
+        raise
+    except InvalidField as exc:
+        column = next((c for w, c in zip(words, columns) if exc.value is not None and str(exc.value) in w), 1)
+        raise error(f"{exc.owner}.{exc.field}", exc.value, exc.reason, column) from exc
+    raise error("text", text, f"has an unknown kind {head!r}", 1)
 
 
 def firewall_mark(marks: Iterable[FirewallMark], protocol: Protocol, source: IPAddress,

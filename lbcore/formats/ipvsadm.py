@@ -11,11 +11,11 @@ without ``-p`` drops persistence, and a DR or tunnel real server takes the virtu
 from __future__ import annotations
 
 import functools
-import ipaddress
 import shlex
 import typing
 from collections.abc import Iterable, Sequence
 
+from lbcore._fields import address_of, ascii_int
 from lbcore._ints import i32
 from lbcore.enums import ForwardMethod, Protocol, Scheduler, SchedulerFlag, TunnelChecksum, TunnelType
 from lbcore.errors import InvalidField, ParseError
@@ -83,16 +83,36 @@ def _without_program(words: list[str]) -> list[str]:
     return words
 
 
+def _columns(text: str, tokens: list[str]) -> list[int]:
+    """The 1-based column where each token starts (where it can be found as written; a quoted one
+    is found by its first unquoted occurrence after the one before, else at that one's end)."""
+    columns, at = [], 0
+    for tok in tokens:
+        found = text.find(tok, at)
+        if found >= 0:
+            at = found
+        columns.append(at + 1)
+        at += len(tok) if found >= 0 else 0
+    return columns
+
+
 class _Line:
     """One command line, split into its command and options."""
 
-    def __init__(self, text: str, where: str) -> None:
+    def __init__(self, text: str, where: str, line: int | None = None) -> None:
         self.where = where
+        self.line = line
+        self.text = text
+        self.column_of: dict[str, int] = {}  # option (or its value name) -> column of its value
         try:
             tokens = shlex.split(text, comments=True)
         except ValueError as exc:
-            raise ParseError(where, "line", text, f"cannot be split: {exc}") from None
+            raise ParseError(where, "line", text, f"cannot be split: {exc}", line=line, column=1) from None
+        columns = _columns(text, tokens)
+        if tokens and tokens[0].rpartition("/")[2] == "ipvsadm":
+            columns = columns[1:]
         tokens = _without_program(tokens)
+        self.columns = columns
         self.command = ""
         self.service: tuple[str, str] | None = None  # (option, value)
         self.values: dict[str, str] = {}
@@ -108,51 +128,70 @@ class _Line:
                 if tok == "--set":
                     self.timeouts = tokens[i + 1 : i + 4]
                     if len(self.timeouts) != 3:
-                        raise ParseError(where, tok, " ".join(self.timeouts), "needs tcp tcpfin udp")
+                        raise self.error(tok, " ".join(self.timeouts), "needs tcp tcpfin udp", i)
+                    for n, name in enumerate(("tcp", "tcpfin", "udp")):
+                        self.column_of[f"--set {name}"] = columns[i + 1 + n]
                     i += 3
             elif tok in _SERVICE_OPTIONS or tok in ("-f", "--fwmark-service"):
                 self.service = (tok, self._value(tokens, i))
+                self.column_of[tok] = columns[i + 1]
                 i += 1
             elif tok in ("-p", "--persistent"):
                 nxt = tokens[i + 1] if i + 1 < len(tokens) else ""
-                if nxt.isdigit():
+                # ipvsadm's optional argument: a value is taken when it does not start with '-'.
+                if nxt and not nxt.startswith("-"):
+                    if ascii_int(nxt) is None:
+                        raise self.error(tok, nxt, "is not a number of seconds (ASCII digits)", i + 1)
                     self.persistent = nxt
+                    self.column_of["persistent"] = columns[i + 1]
                     i += 1
                 else:
                     self.persistent = str(DEFAULT_PERSISTENCE_TIMEOUT)
             elif tok in _WITH_VALUE:
                 self.values[_WITH_VALUE[tok]] = self._value(tokens, i)
+                self.column_of[_WITH_VALUE[tok]] = columns[i + 1]
                 i += 1
             elif tok in _FORWARD:
                 self.forward = _FORWARD[tok]
             elif tok in _FLAGS:
                 self.flags.add(_FLAGS[tok])
             else:
-                raise ParseError(where, "option", tok, "is not an ipvsadm option lbcore knows")
+                raise self.error("option", tok, "is not an ipvsadm option lbcore knows", i)
             i += 1
         if not self.command:
-            raise ParseError(where, "command", text.strip(), "has no command (-A -E -D -C -a -e -d --set)")
+            raise ParseError(where, "command", text.strip(), "has no command (-A -E -D -C -a -e -d --set)",
+                             line=line, column=1)
+
+    def error(self, field: str, value: object, reason: str, token: int | None = None,
+              column: int | None = None) -> ParseError:
+        """A ParseError at token number ``token`` (or at ``column``, or at the option ``field``'s value)."""
+        if column is None:
+            column = (self.columns[token] if token is not None and token < len(self.columns)
+                      else self.column_of.get(field, 1))
+        return ParseError(self.where, field, value, reason, line=self.line, column=column)
 
     def _set_command(self, tok: str) -> None:
         if self.command:
-            raise ParseError(self.where, "command", tok, f"is a second command after {self.command}")
+            raise self.error("command", tok, f"is a second command after {self.command}")
         self.command = _COMMANDS[tok]
 
     def _value(self, tokens: list[str], i: int) -> str:
         if i + 1 >= len(tokens):
-            raise ParseError(self.where, tokens[i], None, "needs a value")
+            raise self.error(tokens[i], None, "needs a value", column=len(self.text) + 1)
         return tokens[i + 1]
 
     def number(self, name: str, default: int, lo: int, hi: int) -> int:
         text = self.values.get(name)
         if text is None:
             return default
-        if not text.isdigit() or not lo <= int(text) <= hi:
-            raise ParseError(self.where, name, text, f"is not a number in {lo}..{hi}")
-        return int(text)
+        value = ascii_int(text)
+        if value is None or not lo <= value <= hi:
+            raise self.error(name, text, f"is not a number in {lo}..{hi}")
+        return value
 
 
-def _endpoint(where: str, field: str, text: str, default_port: int | None) -> tuple[IPAddress, int]:
+def _endpoint(line: _Line, field: str, text: str, default_port: int | None,
+              value_of: str | None = None) -> tuple[IPAddress, int]:
     """``a.b.c.d[:port]`` or ``[v6][:port]``; a missing port is ``default_port``."""
     host, port = text, ""
     if text.startswith("["):
@@ -160,17 +199,20 @@ def _endpoint(where: str, field: str, text: str, default_port: int | None) -> tu
         port = rest[1:] if rest.startswith(":") else ""
     elif text.count(":") == 1:
         host, port = text.split(":")
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        raise ParseError(where, field, text, "is not an address (names are not resolved: use -n form)") from None
+    column = line.column_of.get(value_of or field, 1)
+    address = address_of(host)
+    if address is None:
+        reason = ("has a scope id: no backend carries one yet" if "%" in host
+                  else "is not an address (names are not resolved: use -n form)")
+        raise line.error(field, text, reason, column=column)
     if not port:
         if default_port is None:
-            raise ParseError(where, field, text, "has no port")
+            raise line.error(field, text, "has no port", column=column)
         return address, default_port
-    if not port.isdigit() or int(port) > 65535:
-        raise ParseError(where, field, text, "has no valid port (0..65535)")
-    return address, int(port)
+    number = ascii_int(port)
+    if number is None or number > 65535:
+        raise line.error(field, text, "has no valid port (0..65535)", column=column)
+    return address, number
 
 
 def _service_key(line: _Line) -> ServiceKey:
@@ -183,12 +225,13 @@ def _service(line: _Line, settings: bool) -> VirtualService:
     option, value = line.service
     kwargs: dict[str, object] = {}
     if option in _SERVICE_OPTIONS:
-        address, port = _endpoint(line.where, option, value, None)
+        address, port = _endpoint(line, option, value, None)
         kwargs.update(protocol=_SERVICE_OPTIONS[option], address=address, port=port)
     else:
-        if not value.isdigit():
-            raise ParseError(line.where, option, value, "is not a firewall mark")
-        kwargs.update(fwmark=int(value), family=6 if "ipv6" in line.flags else 4)
+        fwmark = ascii_int(value)
+        if fwmark is None:
+            raise line.error(option, value, "is not a firewall mark (ASCII digits)")
+        kwargs.update(fwmark=fwmark, family=6 if "ipv6" in line.flags else 4)
     if settings:
         scheduler = line.values.get("scheduler", Scheduler.WLC.value)
         kwargs["scheduler"] = scheduler
@@ -212,23 +255,27 @@ def _sched_flags(line: _Line, scheduler: str) -> list[str]:
         if name.startswith("flag-") and scheduler in ("sh", "mh") and name in ("flag-1", "flag-2"):
             name = f"{scheduler}-{'fallback' if name == 'flag-1' else 'port'}"
         if name not in {f.value for f in SchedulerFlag}:
-            raise ParseError(line.where, "-b", name, f"is not a flag of scheduler {scheduler}")
+            raise line.error("-b", name, f"is not a flag of scheduler {scheduler}", column=line.column_of.get("flags"))
         flags.append(name)
     return flags
 
 
 def _real_server(line: _Line, key: ServiceKey) -> RealServer:
     if "real" not in line.values:
-        raise ParseError(line.where, "-r", None, "is missing")
-    address, port = _endpoint(line.where, "-r", line.values["real"], key.port)
+        raise line.error("-r", None, "is missing")
+    address, port = _endpoint(line, "-r", line.values["real"], key.port, "real")
     forward = line.forward or ForwardMethod.DR
     if not key.fwmark and forward is not ForwardMethod.NAT:
         port = key.port  # ipvsadm: DR and tunnel real servers take the virtual port
     tunnel = None
     if forward is ForwardMethod.TUNNEL:
         checksum = next((c for c in ("remcsum", "csum", "nocsum") if c in line.flags), "nocsum")
+        tun_type = line.values.get("tun_type", "ipip")
+        if tun_type not in {t.value for t in TunnelType}:
+            raise line.error("--tun-type", tun_type, f"is not a tunnel type ({', '.join(t.value for t in TunnelType)})",
+                             column=line.column_of.get("tun_type"))
         tunnel = Tunnel(
-            type=TunnelType(line.values.get("tun_type", "ipip")),
+            type=TunnelType(tun_type),
             port=line.number("tun_port", 0, 0, 65535),
             checksum=TunnelChecksum(checksum),
         )
@@ -243,7 +290,7 @@ def _real_server(line: _Line, key: ServiceKey) -> RealServer:
     )
 
 
-def parse_command(text: str, table: Table, where: str = "ipvsadm") -> list[Op]:
+def parse_command(text: str, table: Table, where: str = "ipvsadm", line: int | None = None) -> list[Op]:
     """The ops of one ipvsadm command line, with or without the leading ``ipvsadm``.
 
     ``table`` is the state the command applies to: ``--set`` keeps a timeout given as 0, and
@@ -253,39 +300,56 @@ def parse_command(text: str, table: Table, where: str = "ipvsadm") -> list[Op]:
         ParseError: the line is not an ipvsadm command lbcore knows; names the option and value.
         InvalidField: a value the model refuses (a port of 70000, an unknown scheduler, ...).
 
+    The ParseError's ``line`` is the given ``line``; its ``column`` points at the refused value.
+
     .. versionchanged:: 0.3 a leading ``ipvsadm`` (a command pasted from a guide) is accepted.
+    .. versionchanged:: 0.4 ``line``; ASCII digits only.
     """
+    if not isinstance(text, str):
+        raise ParseError(where, "line", text, "is not a str", line=line)
+    parsed: _Line | None = None
     try:
-        line = _Line(text, where)
-        if line.command == "add-service":
-            return [AddService(_service(line, settings=True))]
-        if line.command == "edit-service":
-            return [EditService(_service(line, settings=True))]
-        if line.command == "delete-service":
-            return [DeleteService(_service_key(line))]
-        if line.command == "clear":
-            return [DeleteService(key) for key in table.services]
-        if line.command == "set":
-            return [SetTimeouts(_timeouts(line, table.timeouts or Timeouts()))]
-        key = _service_key(line)
-        if line.command == "delete-server":
-            address, port = _endpoint(where, "-r", line.values.get("real", ""), key.port)
-            return [DeleteRealServer(key, address, port)]
-        rs = _real_server(line, key)
-        return [AddRealServer(key, rs) if line.command == "add-server" else EditRealServer(key, rs)]
+        parsed = _Line(text, where, line)
+        return _ops(parsed, table)
     except ParseError:
         raise
     except InvalidField as exc:
-        raise ParseError(where, f"{exc.owner}.{exc.field}", exc.value, exc.reason) from exc
+        # The model's field, found in the line by its option's value where one was given.
+        column = 1
+        if parsed is not None:
+            column = next((c for name, c in parsed.column_of.items() if name.replace("-", "_").endswith(exc.field)),
+                          parsed.column_of.get("-r", 1) if exc.owner in ("RealServer", "Tunnel") else 1)
+        raise ParseError(where, f"{exc.owner}.{exc.field}", exc.value, exc.reason, line=line,
+                         column=column) from exc
+
+
+def _ops(line: _Line, table: Table) -> list[Op]:
+    if line.command == "add-service":
+        return [AddService(_service(line, settings=True))]
+    if line.command == "edit-service":
+        return [EditService(_service(line, settings=True))]
+    if line.command == "delete-service":
+        return [DeleteService(_service_key(line))]
+    if line.command == "clear":
+        return [DeleteService(key) for key in table.services]
+    if line.command == "set":
+        return [SetTimeouts(_timeouts(line, table.timeouts or Timeouts()))]
+    key = _service_key(line)
+    if line.command == "delete-server":
+        address, port = _endpoint(line, "-r", line.values.get("real", ""), key.port, "real")
+        return [DeleteRealServer(key, address, port)]
+    rs = _real_server(line, key)
+    return [AddRealServer(key, rs) if line.command == "add-server" else EditRealServer(key, rs)]
 
 
 def _timeouts(line: _Line, current: Timeouts) -> Timeouts:
     values = []
     for name, text, old in zip(("tcp", "tcpfin", "udp"), line.timeouts,
                                (current.tcp, current.tcpfin, current.udp)):
-        if not text.isdigit():
-            raise ParseError(line.where, f"--set {name}", text, "is not a number of seconds")
-        values.append(int(text) or old)  # 0 leaves it unchanged
+        seconds = ascii_int(text)
+        if seconds is None:
+            raise line.error(f"--set {name}", text, "is not a number of seconds (ASCII digits)")
+        values.append(seconds or old)  # 0 leaves it unchanged
     return Timeouts(*values)
 
 
@@ -307,7 +371,7 @@ def parse_save(text: str) -> Table:
             continue
         if words[0] in _READS_TABLE:  # the only lines whose ops depend on the table so far
             table, pending = apply_ops(table, pending), []
-        pending.extend(parse_command(raw, table, f"ipvsadm line {number}"))
+        pending.extend(parse_command(raw, table, f"ipvsadm line {number}", number))
     # One fold at the end: applying line by line would copy the table once per line.
     return apply_ops(table, pending)
 

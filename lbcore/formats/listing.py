@@ -28,6 +28,7 @@ from collections.abc import Iterable
 
 import attrs
 
+from lbcore._fields import ascii_int
 from lbcore._ints import i32
 from lbcore.enums import ForwardMethod, TunnelChecksum, TunnelType
 from lbcore.errors import ParseError
@@ -491,13 +492,16 @@ def parse_proc_ip_vs_conn(text: str) -> tuple[ConnectionEntry, ...]:
 def _proc_protocol(where: str, name: str) -> int:
     if name in _CONN_PROTOCOL_NUMBERS:
         return _CONN_PROTOCOL_NUMBERS[name]
-    if name.startswith("IP_") and name[3:].isdigit():
-        return int(name[3:])
+    number = ascii_int(name[3:]) if name.startswith("IP_") else None
+    if number is not None:
+        return number
     raise ParseError(where, "Pro", name, "is not a protocol the kernel names")
 
 
 def _proc_number(where: str, field: str, text: str, base: int) -> int:
     try:
+        if not text.isascii():  # int() takes any Unicode digit; the kernel writes ASCII
+            raise ValueError(text)
         return int(text, base)
     except ValueError:
         raise ParseError(where, field, text, f"is not a base-{base} number") from None
@@ -506,6 +510,8 @@ def _proc_number(where: str, field: str, text: str, base: int) -> int:
 def _proc_address(where: str, field: str, text: str, family: int | None = None) -> IPAddress:
     """print_conn(): an IPv6 address as it stands, else the hex of an IPv4 one."""
     try:
+        if not text.isascii() or "%" in text:
+            raise ValueError(text)
         if family != 4 and ":" in text:
             return ipaddress.IPv6Address(text)
         return ipaddress.IPv4Address(int(text, 16))

@@ -15,18 +15,20 @@ a :class:`~lbcore.balancer.Balancer`, so the simulator and a kernel apply them t
 
 from __future__ import annotations
 
-import ipaddress
+import math
+import re
 from collections.abc import Iterable
 from typing import Protocol as TypingProtocol
 from typing import runtime_checkable
 
 import attrs
 
+from lbcore._fields import address_of, ascii_int
 from lbcore.balancer import Balancer
 from lbcore.enums import Protocol
 from lbcore.errors import InvalidField, ParseError
 from lbcore.formats.ipvsadm import parse_command
-from lbcore.model import IPAddress, Sysctls
+from lbcore.model import U32_MAX, IPAddress, Sysctls
 from lbcore.ops import SetSysctls
 
 
@@ -37,6 +39,9 @@ class Rules:
     time: float
     command: str
     where: str
+    #: The line's number, and the column where the command starts (for a ParseError's position).
+    line: int | None = None
+    column: int = 1
 
 
 @attrs.frozen
@@ -69,68 +74,104 @@ class Sysctl:
     name: str
     value: str
     where: str
+    line: int | None = None
+    column: int = 1  # the value's
 
 
 Event = Rules | Open | Close | Sysctl
 
 
-def _endpoint(where: str, field: str, text: str) -> tuple[IPAddress, int]:
+#: The latest time a trace may name, 2**40 s (about 35,000 years). Far beyond it, adding the
+#: estimator's 2 s to a float time no longer moves it, and a simulated clock would stand still.
+MAX_TIME = float(2**40)
+
+#: A trace time as ASCII text: digits with an optional fraction and exponent, no sign (not "inf",
+#: "nan", "-5" or a full-width digit, which float() takes).
+_TIME = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def _endpoint(where: str, field: str, text: str, line: int, column: int) -> tuple[IPAddress, int]:
     host, sep, port = text.rpartition(":")
-    host = host.strip("[]")
-    try:
-        if not sep or not port.isdigit() or int(port) > 65535:
-            raise ValueError
-        return ipaddress.ip_address(host), int(port)
-    except ValueError:
-        raise ParseError(where, field, text, "is not an address:port") from None
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    address = address_of(host)
+    number = ascii_int(port)
+    if not sep or address is None or number is None or number > 65535:
+        reason = "has a scope id: no backend carries one yet" if "%" in host else "is not an address:port"
+        raise ParseError(where, field, text, reason, line=line, column=column)
+    return address, number
+
+
+def _columns(line: str) -> list[int]:
+    """The 1-based column of each whitespace-separated word of ``line``."""
+    return [m.start() + 1 for m in re.finditer(r"\S+", line)]
 
 
 def parse_trace(text: str, name: str = "trace") -> list[Event]:
     """Read a trace.
 
+    Times are ASCII decimal numbers of seconds, finite, non-negative and non-decreasing.
+
     Raises:
-        ParseError: a malformed line, named by file and line number.
+        ParseError: a malformed line, named by file and line number (``line``), with the ``column``
+            of the refused word.
+
+    .. versionchanged:: 0.4 times must be finite, non-negative and non-decreasing; numbers are
+       ASCII digits only; ParseError carries ``line`` and ``column``.
     """
+    if not isinstance(text, str):
+        raise ParseError(name, "text", text, "is not a str")
     events: list[Event] = []
+    previous = 0.0
     for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
+        line = raw.split("#", 1)[0]
+        if not line.strip():
             continue
         where = f"{name} line {number}"
+        columns = _columns(line)
+
+        def error(field: str, value: object, reason: str, word: int, *, _n: int = number,
+                  _where: str = where, _columns: list[int] = columns, _end: int = len(raw) + 1) -> ParseError:
+            column = _columns[word] if word < len(_columns) else _end
+            return ParseError(_where, field, value, reason, line=_n, column=column)
+
         parts = line.split(None, 2)
         if len(parts) < 2:
-            raise ParseError(where, "event", line, "needs a time and a kind")
-        try:
-            t = float(parts[0])
-        except ValueError:
-            raise ParseError(where, "time", parts[0], "is not a number of seconds") from None
-        kind, rest = parts[1], parts[2] if len(parts) > 2 else ""
+            raise error("event", line.strip(), "needs a time and a kind", 0)
+        t = float(parts[0]) if _TIME.fullmatch(parts[0]) else math.nan
+        if not math.isfinite(t) or t > MAX_TIME:
+            raise error("time", parts[0], "is not a finite number of seconds in 0..2**40 (ASCII digits)", 0)
+        if t < previous:
+            raise error("time", parts[0], f"is before the previous event's time {previous:g}", 0)
+        previous = t
+        kind, rest = parts[1], parts[2].strip() if len(parts) > 2 else ""
         args = rest.split()
         if kind == "rules":
-            events.append(Rules(t, rest, where))
+            events.append(Rules(t, rest, where, number, columns[2] if len(columns) > 2 else len(raw) + 1))
         elif kind == "open":
             if len(args) not in (4, 5):
-                raise ParseError(where, "open", rest, "needs <id> <tcp|udp> <cip>:<cport> <vip>:<vport> [mark=<n>]")
+                raise error("open", rest, "needs <id> <tcp|udp> <cip>:<cport> <vip>:<vport> [mark=<n>]", 2)
             if args[1] not in ("tcp", "udp"):
-                raise ParseError(where, "protocol", args[1], "is not tcp or udp")
-            caddr, cport = _endpoint(where, "client", args[2])
-            vaddr, vport = _endpoint(where, "virtual", args[3])
+                raise error("protocol", args[1], "is not tcp or udp", 3)
+            caddr, cport = _endpoint(where, "client", args[2], number, columns[4])
+            vaddr, vport = _endpoint(where, "virtual", args[3], number, columns[5])
             mark = 0
             if len(args) == 5:
-                if not args[4].startswith("mark=") or not args[4][5:].isdigit():
-                    raise ParseError(where, "mark", args[4], "is not mark=<n>")
-                mark = int(args[4][5:])
+                value = ascii_int(args[4][5:]) if args[4].startswith("mark=") else None
+                if value is None or value > U32_MAX:
+                    raise error("mark", args[4], f"is not mark=<n> (0..{U32_MAX})", 6)
+                mark = value
             events.append(Open(t, args[0], Protocol(args[1]), caddr, cport, vaddr, vport, mark))
         elif kind == "close":
             if len(args) != 1:
-                raise ParseError(where, "close", rest, "needs one <id>")
+                raise error("close", rest, "needs one <id>", 2)
             events.append(Close(t, args[0]))
         elif kind == "sysctl":
             if len(args) != 2:
-                raise ParseError(where, "sysctl", rest, "needs <name> <value>")
-            events.append(Sysctl(t, args[0], args[1], where))
+                raise error("sysctl", rest, "needs <name> <value>", 2)
+            events.append(Sysctl(t, args[0], args[1], where, number, columns[3]))
         else:
-            raise ParseError(where, "kind", kind, "is not rules, open, close or sysctl")
+            raise error("kind", kind, "is not rules, open, close or sysctl", 1)
     return events
 
 
@@ -179,13 +220,20 @@ def replay(events: Iterable[Event], replayer: Replayer) -> list[str]:
     for ev in events:
         replayer.wait_until(ev.time)
         if isinstance(ev, Rules):
-            balancer.execute(parse_command(ev.command, balancer.read(), ev.where))
+            try:
+                ops = parse_command(ev.command, balancer.read(), ev.where, ev.line)
+            except ParseError as exc:
+                # The command's columns, counted from the start of the trace's line.
+                column = None if exc.column is None else exc.column + ev.column - 1
+                raise ParseError(exc.owner, exc.field, exc.value, exc.reason, line=exc.line,
+                                 column=column) from exc.__cause__
+            balancer.execute(ops)
         elif isinstance(ev, Sysctl):
             current = balancer.read().sysctls or Sysctls()
             try:
                 sysctls = current.with_value(ev.name, ev.value)
             except InvalidField as exc:
-                raise ParseError(ev.where, ev.name, ev.value, exc.reason) from exc
+                raise ParseError(ev.where, ev.name, ev.value, exc.reason, line=ev.line, column=ev.column) from exc
             balancer.execute([SetSysctls(sysctls)])
         elif isinstance(ev, Open):
             lines.append(f"{ev.id} {replayer.open(ev) or '-'}")

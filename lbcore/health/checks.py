@@ -15,8 +15,11 @@ from typing import Any
 import attrs
 
 from lbcore._fields import (
+    any_port,
     as_address,
+    boolean,
     count,
+    instance_of,
     int_in,
     member_of,
     number,
@@ -24,9 +27,11 @@ from lbcore._fields import (
     optional_unicast,
     refuse,
     to_enum,
+    unicast,
     value_object,
 )
 from lbcore.errors import InvalidField
+from lbcore.health._regex import Unbounded, compile_pattern
 from lbcore.model import IPAddress
 
 
@@ -60,9 +65,12 @@ def _regex(inst: object, attribute: attrs.Attribute[Any], value: object) -> None
     if not isinstance(value, (str, bytes)):
         refuse(inst, attribute, value, "is not a regular expression")
     try:
-        re.compile(value)
+        compile_pattern(value)
     except re.error as exc:
         refuse(inst, attribute, value, f"is not a regular expression ({exc})")
+    except Unbounded as exc:
+        # A backtracking match cannot be preempted: a check's timeout must bound all it does.
+        refuse(inst, attribute, value, str(exc))
 
 
 _optional_seconds = attrs.validators.optional(number(0.0))
@@ -151,7 +159,10 @@ def _as_statuses(value: object) -> Any:
     if isinstance(value, int) and not isinstance(value, bool):
         return frozenset({value})
     if isinstance(value, (list, tuple, set, frozenset, range)):
-        return frozenset(value)
+        try:
+            return frozenset(value)
+        except TypeError:  # an unhashable item: the validator names the value
+            return value
     return value
 
 
@@ -176,7 +187,9 @@ class HTTPCheck(Check):
         path: the request path, with its query.
         host: the Host header (the virtual host); the target address when None.
         status: the status codes that mean up.
-        body: a regular expression searched in the body (decoded as latin-1), or None.
+        body: a regular expression searched in the body (decoded as latin-1), or None. It is
+            matched with RE2, in time linear in the body, so no pattern can stall the monitor; a
+            pattern RE2 refuses (backreferences, lookaround) is an InvalidField.
         https: use TLS.
         sni: the server name sent in the TLS handshake; ``host`` when None.
         verify: check the server's certificate and name against the system's CAs.
@@ -189,9 +202,9 @@ class HTTPCheck(Check):
     host: str | None = attrs.field(default=None, validator=_optional_text)
     status: frozenset[int] = attrs.field(default=frozenset({200}), converter=_as_statuses, validator=_statuses)
     body: str | None = attrs.field(default=None, validator=_regex)
-    https: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    https: bool = attrs.field(default=False, validator=boolean)
     sni: str | None = attrs.field(default=None, validator=_optional_text)
-    verify: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    verify: bool = attrs.field(default=False, validator=boolean)
 
     def __attrs_post_init__(self) -> None:
         fields = attrs.fields(HTTPCheck)
@@ -214,7 +227,7 @@ class UDPCheck(Check):
 
     Args:
         payload: the datagram to send.
-        reply: a bytes regular expression searched in the reply; any reply when None.
+        reply: a bytes regular expression searched in the reply (with RE2, as HTTPCheck's body); any reply when None.
 
     .. versionadded:: 0.1
     """
@@ -238,7 +251,7 @@ def _dns_name(inst: object, attribute: attrs.Attribute[Any], value: object) -> N
 
 
 def _dns_type(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if value not in DNS_TYPES:
+    if not isinstance(value, str) or value not in DNS_TYPES:
         refuse(inst, attribute, value, f"is not one of: {', '.join(DNS_TYPES)}")
 
 
@@ -342,6 +355,7 @@ class FixedCheck(Check):
     state: HealthState = attrs.field(default=HealthState.UP, converter=_as_state, validator=member_of(HealthState))
 
 
+@value_object
 @attrs.frozen
 class Probe:
     """One check as it runs: a check, its policy and the address and port it asks (0 for a ping).
@@ -351,10 +365,10 @@ class Probe:
     .. versionadded:: 0.1
     """
 
-    check: Check
-    policy: Policy
-    address: IPAddress
-    port: int
+    check: Check = attrs.field(validator=instance_of(Check))
+    policy: Policy = attrs.field(validator=instance_of(Policy))
+    address: IPAddress = attrs.field(converter=as_address, validator=unicast)
+    port: int = attrs.field(validator=any_port)
 
     @property
     def timeout(self) -> float:

@@ -19,7 +19,21 @@ from typing import Any, Protocol
 
 import attrs
 
-from lbcore._fields import int_in, number, refuse, to_enum, value_object
+from lbcore._fields import (
+    any_port,
+    as_address,
+    as_dict,
+    boolean,
+    instance_of,
+    int_in,
+    mapping_of,
+    member_of,
+    number,
+    optional_unicast,
+    refuse,
+    to_enum,
+    value_object,
+)
 from lbcore.backend import ConnectionCounts
 from lbcore.balancer import Balancer
 from lbcore.clock import Clock
@@ -91,6 +105,11 @@ class EventKind(str, enum.Enum):
         return self.value
 
 
+def _as_event_kind(value: object) -> Any:
+    return to_enum(EventKind, value)
+
+
+@value_object
 @attrs.frozen
 class Event:
     """Something the monitor saw or did, at a time read from its clock.
@@ -106,14 +125,15 @@ class Event:
     .. versionadded:: 0.1
     """
 
-    kind: EventKind
-    time: float
-    service: ServiceKey
-    address: IPAddress | None = None
-    port: int | None = None
-    detail: str = ""
+    kind: EventKind = attrs.field(converter=_as_event_kind, validator=member_of(EventKind))
+    time: float = attrs.field(validator=number(0.0, inclusive=True))
+    service: ServiceKey = attrs.field(validator=instance_of(ServiceKey))
+    address: IPAddress | None = attrs.field(default=None, converter=as_address, validator=optional_unicast)
+    port: int | None = attrs.field(default=None, validator=attrs.validators.optional(any_port))
+    detail: str = attrs.field(default="", validator=instance_of(str))
 
 
+@value_object
 @attrs.frozen
 class CheckResult:
     """The outcome of one check (after its retries), before rise and fall count it.
@@ -121,10 +141,10 @@ class CheckResult:
     .. versionadded:: 0.1
     """
 
-    probe: Probe
-    time: float
-    ok: bool
-    detail: str
+    probe: Probe = attrs.field(validator=instance_of(Probe))
+    time: float = attrs.field(validator=number(0.0, inclusive=True))
+    ok: bool = attrs.field(validator=boolean)
+    detail: str = attrs.field(validator=instance_of(str))
 
 
 def _as_action(value: object) -> Any:
@@ -158,10 +178,11 @@ class CheckedService:
     .. versionadded:: 0.1
     """
 
-    service: VirtualService = attrs.field(validator=attrs.validators.instance_of(VirtualService))
-    check: Check = attrs.field(validator=attrs.validators.instance_of(Check))
-    checks: Mapping[str, Check] = attrs.field(factory=dict, converter=dict, hash=False)
-    policy: Policy = attrs.field(factory=Policy, validator=attrs.validators.instance_of(Policy))
+    service: VirtualService = attrs.field(validator=instance_of(VirtualService))
+    check: Check = attrs.field(validator=instance_of(Check))
+    checks: Mapping[str, Check] = attrs.field(factory=dict, converter=as_dict, hash=False,
+                                              validator=mapping_of(str, Check, "a mapping of names to checks"))
+    policy: Policy = attrs.field(factory=Policy, validator=instance_of(Policy))
     action: Action = attrs.field(default=Action.QUIESCE, converter=_as_action)
     drain_timeout: float = attrs.field(default=300.0, validator=number(0.0))
     drain_poll: float = attrs.field(default=1.0, validator=number(0.0))

@@ -13,7 +13,6 @@ import errno
 import heapq
 import os
 import random
-import re
 import socket
 import ssl
 from collections.abc import Callable, Coroutine
@@ -26,6 +25,7 @@ from lbcore.clock import VirtualClock
 from lbcore.errors import InvalidField
 from lbcore.errors import ProbeFailed as ProbeFailed  # raised here; lbcore.health exports it
 from lbcore.health import _dns, _icmp
+from lbcore.health._regex import matcher
 from lbcore.health.checks import (
     Check,
     DNSCheck,
@@ -208,7 +208,7 @@ class AsyncioProber:
         status = int(status_line[1])
         if status not in check.status:
             raise ProbeFailed(f"status {status}, expected {sorted(check.status)}")
-        if check.body is not None and re.search(check.body, body.decode("latin-1")) is None:
+        if check.body is not None and matcher(check.body).search(body.decode("latin-1")) is None:
             raise ProbeFailed(f"status {status}, body does not match {check.body!r}")
         return f"status {status}"
 
@@ -223,7 +223,7 @@ class AsyncioProber:
 
     async def _udp_check(self, check: UDPCheck, address: IPAddress, port: int) -> str:
         reply = await self._udp(address, port, check.payload)
-        if check.reply is not None and re.search(check.reply, reply) is None:
+        if check.reply is not None and matcher(check.reply).search(reply) is None:
             raise ProbeFailed(f"reply {reply[:40]!r} does not match {check.reply!r}")
         return f"{len(reply)} bytes"
 

@@ -73,6 +73,9 @@ class Connection:
         return None if self._conn is None else self._conn.control
 
 
+#: The simulated clock's end (see advance()).
+_MAX_TIME = float(2**40)
+
 class SimBackend(ConnectionCounts, ExplainsRefusals, Listings):
     """The simulator: lbcore's control plane on an in-memory model of the kernel's IPVS.
 
@@ -170,6 +173,11 @@ class SimBackend(ConnectionCounts, ExplainsRefusals, Listings):
 
     # -- time --------------------------------------------------------------------------------------
 
+    @staticmethod
+    def _within_range(when: object) -> None:
+        if isinstance(when, (int, float)) and not isinstance(when, bool) and when > _MAX_TIME:
+            raise InvalidField("SimBackend", "when", when, "is beyond the simulated clock's range (2**40 s)")
+
     def _virtual(self) -> VirtualClock:
         if not isinstance(self.clock, VirtualClock):
             raise InvalidField("SimBackend", "clock", self.clock, "is not a VirtualClock: it cannot be moved")
@@ -179,8 +187,10 @@ class SimBackend(ConnectionCounts, ExplainsRefusals, Listings):
         """Move the virtual clock forward, firing the timers that fall due (expiry, GC, stats).
 
         Raises:
-            InvalidField: the clock is not virtual, or ``seconds`` is negative.
+            InvalidField: the clock is not virtual, ``seconds`` is negative, or the clock would pass
+                2**40 s (beyond it, float time no longer moves by the estimator's 2 s).
         """
+        self._within_range(self.clock.now() + seconds if isinstance(seconds, (int, float)) else seconds)
         self._virtual().advance(seconds)
         self._plane.run_timers(self.clock.now())
 
@@ -188,8 +198,9 @@ class SimBackend(ConnectionCounts, ExplainsRefusals, Listings):
         """Move the virtual clock forward to ``when``.
 
         Raises:
-            InvalidField: the clock is not virtual, or ``when`` is in the past.
+            InvalidField: the clock is not virtual, ``when`` is in the past, or beyond 2**40 s.
         """
+        self._within_range(when)
         self._virtual().set(when)
         self._plane.run_timers(when)
 

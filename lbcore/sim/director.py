@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import ipaddress
+import math
 import random
 from collections.abc import Callable, Iterator
 
@@ -137,7 +138,11 @@ class Director:
         self.stats = Stats()
         self._heap: list[tuple[float, int, TimerItem]] = []
         self._seq = 0
-        self.call_at(self.now() + ESTIMATOR_PERIOD, self._estimate)
+        self._estimate_tick = self._estimate  # one bound method, so run_timers knows its entries
+        #: Run the estimator's idle ticks as one step (False: one by one, as the kernel does; the
+        #: answers are the same, which the tests check).
+        self.skip_idle = True
+        self.call_at(self.now() + ESTIMATOR_PERIOD, self._estimate_tick)
 
     # -- timers ----------------------------------------------------------------------------------
 
@@ -156,10 +161,17 @@ class Director:
             heapq.heappush(self._heap, (when, self._seq, cp))
 
     def run_timers(self, until: float) -> None:
-        """Fire every timer due at or before ``until``, in time order."""
+        """Fire every timer due at or before ``until``, in time order.
+
+        The estimator's ticks between two other timers (or up to ``until``) run as one step
+        (:meth:`_estimate_run`), so an idle gap costs the same whatever its length.
+        """
         heap = self._heap
         while heap and heap[0][0] <= until:
             when, _, item = heapq.heappop(heap)
+            if item is self._estimate_tick and self.skip_idle:
+                self._estimate_run(when, min(until, heap[0][0]) if heap else until)
+                continue
             if type(item) is Conn:
                 if item.dead or item.heap_at != when:
                     continue  # superseded by an earlier entry
@@ -175,12 +187,55 @@ class Director:
 
     def _estimate(self, now: float) -> None:
         # The estimator (ip_vs_est.c) snapshots every counter every 2 s.
-        self.stats.estimate()
+        self._estimate_run(now, now)
+
+    def _estimate_run(self, first: float, limit: float) -> None:
+        """The estimator's ticks from ``first`` on: every one due by ``limit`` (inclusive), but before
+        the next other timer when ``limit`` is that timer's time; then the next tick is queued.
+
+        Nothing else runs between these ticks (no packet, no other timer), so the counters stand
+        still after the first: each Stats takes them at once (:meth:`Stats.estimate_ticks`), and the
+        next tick's time is computed, not walked, where the walk's float sums are provably exact.
+        """
+        heap = self._heap
+        before_other = bool(heap) and limit == heap[0][0]  # a tie goes to the timer queued first
+        ticks, last = self._ticks_until(first, limit, before_other)
+        self.stats.estimate_ticks(ticks)
         for svc in self.services.values():
-            svc.stats.estimate()
+            svc.stats.estimate_ticks(ticks)
             for dest in svc.dests:
-                dest.stats.estimate()
-        self.call_at(now + ESTIMATOR_PERIOD, self._estimate)
+                dest.stats.estimate_ticks(ticks)
+        self.call_at(last + ESTIMATOR_PERIOD, self._estimate_tick)
+
+    @staticmethod
+    def _ticks_until(first: float, limit: float, before_other: bool) -> tuple[int, float]:
+        """How many ticks ``first, first + P, ...`` (each the float sum of the one before and P) are
+        due by ``limit`` (before it, if ``before_other``), at least one, and the last one's time.
+
+        Where every sum ``first + i*P`` up to the end is exact in binary floating point (``first``'s
+        fraction fits the ulp there), the sums are the products and the count is closed-form;
+        otherwise the times are walked, without the estimator's work.
+        """
+        step = ESTIMATOR_PERIOD
+
+        def due(t: float) -> bool:
+            return t < limit if before_other else t <= limit
+
+        span = max(limit - first, 0.0)
+        k = int(span // step)  # candidate number of further ticks
+        end = first + k * step
+        _, denominator = first.as_integer_ratio()
+        if first >= 0 and math.isfinite(end) and math.ulp(end + step) * denominator <= 1:
+            while k > 0 and not due(first + k * step):
+                k -= 1
+            while due(first + (k + 1) * step):
+                k += 1
+            return k + 1, first + k * step
+        ticks, t = 1, first
+        while due(t + step) and t + step > t:
+            t += step
+            ticks += 1
+        return ticks, t
 
     # -- connection lifecycle ----------------------------------------------------------------------
 
