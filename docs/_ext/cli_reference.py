@@ -9,30 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import click
+from cli_help import commands, help_text  # docs/_ext is on Sphinx's path, not a package
 from docutils import nodes
 from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
-
-
-def commands() -> list[tuple[str, click.Command]]:
-    """(name, command) of every ``lbcore`` subcommand, sorted by name."""
-    from lbcore.cli import cli
-
-    return sorted(cli.commands.items())
-
-
-def help_text(name: str | None = None) -> str:
-    """``lbcore --help``, or ``lbcore NAME --help``, as the command prints it."""
-    from lbcore.cli import cli
-
-    # As the command prints it on any terminal wide enough: click wraps at max_content_width less 2.
-    settings = {**cli.context_settings, "terminal_width": cli.context_settings["max_content_width"] - 2}
-    root = click.Context(cli, info_name="lbcore", **settings)
-    if name is None:
-        return cli.get_help(root)
-    command = cli.commands[name]
-    return command.get_help(click.Context(command, info_name=name, parent=root))
 
 
 class CLIReference(SphinxDirective):

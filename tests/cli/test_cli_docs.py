@@ -7,7 +7,7 @@ import sys
 from conftest import ROOT, Run
 
 sys.path.insert(0, str(ROOT / "docs" / "_ext"))
-import cli_reference  # docs/_ext is on Sphinx's path, not a package
+import cli_help  # docs/_ext is on Sphinx's path, not a package; no Sphinx needed
 
 
 def test_the_cli_page_holds_the_generated_reference() -> None:
@@ -18,13 +18,13 @@ def test_the_cli_page_holds_the_generated_reference() -> None:
 
 def test_the_reference_is_what_each_command_prints_for_help(lbcore: Run) -> None:
     columns = "200"  # a terminal wider than the help's widest: the width is the command's own
-    names = [name for name, _ in cli_reference.commands()]
+    names = [name for name, _ in cli_help.commands()]
     assert names == ["apply", "check", "conns", "diff", "export", "import", "plan", "replay", "simulate", "status",
                      "validate"]
-    assert lbcore("--help", COLUMNS=columns).stdout == cli_reference.help_text() + "\n"
+    assert lbcore("--help", COLUMNS=columns).stdout == cli_help.help_text() + "\n"
     for name in names:
         done = lbcore(name, "--help", COLUMNS=columns)
-        assert done.stdout == cli_reference.help_text(name) + "\n", name
+        assert done.stdout == cli_help.help_text(name) + "\n", name
 
 
 def test_the_documented_exit_codes_are_the_commands() -> None:
