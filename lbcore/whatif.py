@@ -23,15 +23,18 @@ import ipaddress
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import attrs
 
-from lbcore._fields import number, value_object
+from lbcore._fields import as_address, number, unicast, value_object
 from lbcore.deployment import Deployment
 from lbcore.errors import InvalidField, Unsupported
 from lbcore.model import IPAddress
 from lbcore.registry import open_backend
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self is 3.11's; lbcore runs on 3.10
 
 #: ``progress(done, total)``: how far a run is, in sessions played (every run of a scenario counted).
 Progress = Callable[[int, int], None]
@@ -53,17 +56,8 @@ def parse_time(text: str, owner: str = "Scenario", field: str = "time") -> float
 
 
 def _as_address(value: object) -> object:
-    if isinstance(value, str):
-        try:
-            return ipaddress.ip_address(value.strip("[]"))
-        except ValueError:
-            return value
-    return value
-
-
-def _address(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    if not isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
-        raise InvalidField(type(inst).__name__, attribute.name, value, "is not an IPv4 or IPv6 address")
+    # ipvsadm writes an IPv6 address in brackets ([2001:db8::1]); take it either way.
+    return as_address(value.strip("[]") if isinstance(value, str) else value)
 
 
 def _at(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
@@ -71,20 +65,40 @@ def _at(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
         raise InvalidField(type(inst).__name__, attribute.name, value, "is not a time in seconds >= 0")
 
 
-def _parse_event(cls: type[Any], text: str, option: str) -> Any:
-    if not isinstance(text, str) or text.count("@") != 1:
-        raise InvalidField(option, "value", text, "is not ADDRESS@TIME (e.g. 192.168.2.211@30s)")
-    address, when = text.split("@")
-    at = parse_time(when, option, "time")
-    try:
-        return cls(address=address, at=at)
-    except InvalidField as exc:
-        raise InvalidField(option, exc.field, exc.value, exc.reason) from None
+@attrs.frozen(kw_only=True)
+class _Cue:
+    """What a failure and a recovery share: a real server's address, a time, and their text form."""
+
+    #: The command-line option the text form comes from, named by errors.
+    OPTION: ClassVar[str] = ""
+
+    address: IPAddress = attrs.field(converter=_as_address, validator=unicast)
+    at: float = attrs.field(validator=_at)
+
+    @classmethod
+    def parse(cls, text: str, option: str | None = None) -> Self:
+        """``192.168.2.211@30s`` (the time takes s, ms, m, h, or none for seconds).
+
+        Raises:
+            InvalidField: the text is not ``ADDRESS@TIME``; the error names ``option``.
+        """
+        option = option or cls.OPTION
+        if not isinstance(text, str) or text.count("@") != 1:
+            raise InvalidField(option, "value", text, "is not ADDRESS@TIME (e.g. 192.168.2.211@30s)")
+        address, when = text.split("@")
+        at = parse_time(when, option, "time")
+        try:
+            return cls(address=address, at=at)
+        except InvalidField as exc:
+            raise InvalidField(option, exc.field, exc.value, exc.reason) from None
+
+    def __str__(self) -> str:
+        return f"{self.address}@{self.at:g}s"
 
 
 @value_object
 @attrs.frozen(kw_only=True)
-class Failure:
+class Failure(_Cue):
     """A real server (every port of its address, in every service) stops answering at ``at``.
 
     Args:
@@ -94,26 +108,12 @@ class Failure:
     .. versionadded:: 0.4
     """
 
-    address: IPAddress = attrs.field(converter=_as_address, validator=_address)
-    at: float = attrs.field(validator=_at)
-
-    @classmethod
-    def parse(cls, text: str, option: str = "--fail") -> Failure:
-        """``192.168.2.211@30s`` (the time takes s, ms, m, h, or none for seconds).
-
-        Raises:
-            InvalidField: the text is not ``ADDRESS@TIME``; the error names ``option``.
-        """
-        failure: Failure = _parse_event(cls, text, option)
-        return failure
-
-    def __str__(self) -> str:
-        return f"{self.address}@{self.at:g}s"
+    OPTION: ClassVar[str] = "--fail"
 
 
 @value_object
 @attrs.frozen(kw_only=True)
-class Recovery:
+class Recovery(_Cue):
     """A failed real server answers again from ``at``.
 
     Args:
@@ -123,21 +123,7 @@ class Recovery:
     .. versionadded:: 0.4
     """
 
-    address: IPAddress = attrs.field(converter=_as_address, validator=_address)
-    at: float = attrs.field(validator=_at)
-
-    @classmethod
-    def parse(cls, text: str, option: str = "--recover") -> Recovery:
-        """``192.168.2.211@90s``, as :meth:`Failure.parse`.
-
-        Raises:
-            InvalidField: the text is not ``ADDRESS@TIME``; the error names ``option``.
-        """
-        recovery: Recovery = _parse_event(cls, text, option)
-        return recovery
-
-    def __str__(self) -> str:
-        return f"{self.address}@{self.at:g}s"
+    OPTION: ClassVar[str] = "--recover"
 
 
 def _network(inst: object, attribute: attrs.Attribute[Any], value: object) -> None:
