@@ -15,21 +15,23 @@ from lbcore.model import ServiceKey, Sysctls, Timeouts, VirtualService
 from lbcore.rules import Rule, RuleKey
 
 
-def _as_services(value: object) -> Mapping[ServiceKey, VirtualService]:
+def _items(value: object, field: str, types: tuple[type, ...], what: str) -> list[Any]:
     # None, 5 or object() were once an empty table, so Balancer.apply(Table(None)) deleted every
-    # service: only a mapping or an iterable of services is a table's services.
-    if isinstance(value, MappingProxyType) and all(isinstance(v, VirtualService) for v in value.values()):
-        return value
+    # service: only a mapping (its values) or an iterable of the right objects is taken.
     if isinstance(value, Mapping):
-        services = list(value.values())
+        items = list(value.values())
     elif isinstance(value, Iterable) and not isinstance(value, (str, bytes)):
-        services = list(value)
+        items = list(value)
     else:
-        raise InvalidField("Table", "services", value, "is not a list of VirtualService")
-    for svc in services:
-        if not isinstance(svc, VirtualService):
-            raise InvalidField("Table", "services", svc, "is not a VirtualService")
-    return MappingProxyType({svc.key: svc for svc in services})
+        raise InvalidField("Table", field, value, f"is not a list of {what}")
+    for item in items:
+        if not isinstance(item, types):
+            raise InvalidField("Table", field, item, f"is not a {what}")
+    return items
+
+
+def _as_services(value: object) -> Mapping[ServiceKey, VirtualService]:
+    return MappingProxyType({svc.key: svc for svc in _items(value, "services", (VirtualService,), "VirtualService")})
 
 
 _RULE_TYPES = typing.get_args(Rule)
@@ -38,16 +40,7 @@ _RULE_TYPES = typing.get_args(Rule)
 def _as_rules(value: object) -> Mapping[RuleKey, Rule] | None:
     if value is None:
         return None
-    if isinstance(value, Mapping):
-        rules = list(value.values())
-    elif isinstance(value, Iterable) and not isinstance(value, (str, bytes)):
-        rules = list(value)
-    else:
-        raise InvalidField("Table", "rules", value, "is not a list of rules (lbcore.rules)")
-    for rule in rules:
-        if not isinstance(rule, _RULE_TYPES):
-            raise InvalidField("Table", "rules", rule, "is not a rule (lbcore.rules)")
-    return MappingProxyType({rule.key: rule for rule in rules})
+    return MappingProxyType({rule.key: rule for rule in _items(value, "rules", _RULE_TYPES, "rule (lbcore.rules)")})
 
 
 def _optional(cls: type) -> Validator:
